@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# README's first command: set up, start a local Kafka broker and the tracewatch worker,
+# stream demo traffic for several routes through the SDK, then show the statistics.
+# The broker and the worker keep running afterwards so you can query; stop them with
+# `bash scripts/stop.sh`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export TRACEWATCH_HOME="${TRACEWATCH_HOME:-$root/.tracewatch}"
+tw=.venv/bin/tracewatch
+seconds="${DEMO_SECONDS:-60}"
+
+bash scripts/setup.sh
+bash infra/kafka/start.sh
+$tw topics
+
+if [[ -f "$TRACEWATCH_HOME/worker.json" ]] && $tw status >/dev/null 2>&1; then
+  echo "demo: the worker is already running"
+else
+  echo "demo: starting the worker (log: $TRACEWATCH_HOME/worker.log)"
+  # Live minutes close 30 s after they end, so they show up while the demo runs.
+  nohup $tw run --allowed-lateness "${DEMO_LATENESS:-30}" >"$TRACEWATCH_HOME/worker.log" 2>&1 &
+  for _ in $(seq 1 60); do
+    $tw status >/dev/null 2>&1 && break
+    sleep 1
+  done
+  $tw status >/dev/null 2>&1 || { tail -30 "$TRACEWATCH_HOME/worker.log"; echo "demo: the worker did not start" >&2; exit 1; }
+fi
+
+$tw demo --duration "$seconds" --backfill 10m
+sleep 3  # the worker flushes about once a second
+echo
+$tw query top --by cost_p95 --since 15m
+$tw query series support/chat --since 15m --limit 12
+$tw query sql "SELECT route, sum(count) AS events, round(sum(cost_sum), 2) AS spend_usd,
+                      round(max(latency_p95)) AS worst_minute_p95_ms
+               FROM {db:Identifier}.stats_1m WHERE late = 0 GROUP BY route ORDER BY spend_usd DESC"
+cat <<MSG
+
+The worker and the broker are still running. Try:
+  $tw status                                   # the worker's counters (valid, rejected by reason, late)
+  $tw query top --by latency_p99 --since 15m
+  $tw query series agent/coder --since 15m
+  $tw demo --duration 300 --backfill 0         # more live traffic
+  bash scripts/stop.sh                         # stop the worker and the broker
+MSG

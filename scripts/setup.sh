@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Create .venv (Python 3.11+) and install tracewatch into it, editable, with the dev tools.
+# Idempotent: skips the install when pyproject.toml has not changed since the last one.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+python="${PYTHON:-}"
+if [[ -z "$python" ]]; then
+  for candidate in python3.11 python3.12 python3.13 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      python="$candidate"; break
+    fi
+  done
+fi
+[[ -n "$python" ]] || { echo "setup: need Python 3.11 or newer (set PYTHON=/path/to/python3.11)" >&2; exit 1; }
+
+if [[ ! -x .venv/bin/python ]]; then
+  echo "setup: creating .venv with $("$python" --version)"
+  "$python" -m venv .venv
+fi
+stamp=.venv/.tracewatch-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+  echo "setup: installing tracewatch and its dependencies into .venv (first time: about 2 minutes)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  echo "$want" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/tracewatch --version 2>/dev/null || echo tracewatch) in .venv)"

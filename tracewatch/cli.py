@@ -1,0 +1,297 @@
+"""``tracewatch`` command line: run, demo, query, topics, schema, status.
+
+Every command has ``--help``; errors say what was wrong and how to fix it and
+exit with status 2 (usage/config) or 3 (a service could not be reached).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import urllib.request
+from typing import Annotated, Any
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from tracewatch.config import ClickHouseSettings, KafkaSettings, Settings, WorkerSettings
+from tracewatch.errors import ConfigError, ServiceUnavailable, TracewatchError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="tracewatch: a streaming monitor for LLM apps and agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+query_app = typer.Typer(help="Query statistics and events in ClickHouse.", no_args_is_help=True)
+app.add_typer(query_app, name="query")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from tracewatch import __version__
+
+        print(f"tracewatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """tracewatch: a streaming monitor for LLM apps and agents."""
+
+# Statistics tables are wide: never squeeze them below 180 columns (a narrow
+# terminal wraps lines instead of eliding every value to "…").
+out = Console(width=max(180, Console().width))
+err = Console(stderr=True)
+
+BootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers", "-b", help="Kafka servers (env TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS)."
+    ),
+]
+DsnOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--clickhouse-dsn", help="chdb:///path or http(s)://… (env TRACEWATCH_CLICKHOUSE_DSN)."
+    ),
+]
+
+
+def _settings(bootstrap: str | None = None, dsn: str | None = None, **worker: Any) -> Settings:
+    try:
+        kafka = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
+        clickhouse = ClickHouseSettings(dsn=dsn) if dsn else ClickHouseSettings()
+        overrides = {k: v for k, v in worker.items() if v is not None}
+        return Settings(kafka, clickhouse, WorkerSettings(**overrides))
+    except ValueError as exc:  # pydantic's ValidationError: name the setting and the rule
+        raise ConfigError(f"invalid setting: {exc}") from None
+
+
+@app.command()
+def run(
+    bootstrap: BootstrapOpt = None,
+    dsn: DsnOpt = None,
+    allowed_lateness: Annotated[
+        float | None, typer.Option(help="Seconds of event-time lateness before a minute closes.")
+    ] = None,
+    web_port: Annotated[
+        int | None, typer.Option(help="Port of the local status/query views.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the streaming worker: consume events, write ClickHouse, publish statistics."""
+    from tracewatch.streams.worker import run_worker
+
+    settings = _settings(bootstrap, dsn, allowed_lateness_s=allowed_lateness, web_port=web_port)
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    err.print(
+        f"tracewatch worker: Kafka {settings.kafka.bootstrap_servers}, "
+        f"ClickHouse {settings.clickhouse.resolved_dsn()}, "
+        f"views http://{settings.worker.web_host}:{settings.worker.web_port}"
+    )
+    run_worker(settings, loglevel=log_level)
+
+
+@app.command()
+def topics(
+    bootstrap: BootstrapOpt = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 30.0,
+) -> None:
+    """Create tracewatch's Kafka topics (idempotent) and show them."""
+    from tracewatch.streams.topics import ensure_topics, topic_specs
+
+    settings = _settings(bootstrap)
+    outcome = ensure_topics(settings.kafka, timeout=timeout)
+    table = Table("topic", "partitions", "config", "state")
+    for spec in topic_specs(settings.kafka):
+        config = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+        table.add_row(spec.name, str(spec.partitions), config, outcome.get(spec.name, "?"))
+    out.print(table)
+
+
+@app.command()
+def schema(dsn: DsnOpt = None) -> None:
+    """Print the ClickHouse DDL tracewatch uses."""
+    from tracewatch.sinks.clickhouse_schema import schema_statements
+
+    ch = _settings(dsn=dsn).clickhouse
+    for statement in schema_statements(ch.database, ch.events_ttl_days, ch.stats_ttl_days):
+        out.print(statement + ";\n", highlight=False)
+
+
+@app.command()
+def demo(
+    bootstrap: BootstrapOpt = None,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of live traffic after the backfill.")
+    ] = 60.0,
+    rate: Annotated[
+        float, typer.Option(help="Traces started per second (each is 1-40 events).")
+    ] = 20.0,
+    backfill: Annotated[
+        str, typer.Option(help="Event time to backfill before going live, e.g. 10m (0 for none).")
+    ] = "10m",
+    invalid_every: Annotated[
+        int,
+        typer.Option(help="Mix one invalid message per N events (0 for none), to show the DLQ."),
+    ] = 500,
+    seed: Annotated[
+        int, typer.Option(help="Random seed: the same seed gives the same traffic.")
+    ] = 0,
+) -> None:
+    """Produce realistic demo traffic for several routes through the SDK."""
+    from tracewatch.demo.runner import run_demo
+    from tracewatch.queries import parse_time
+
+    settings = _settings(bootstrap)
+    backfill_s = (
+        0.0 if backfill.strip() in {"0", ""} else time.time() - parse_time(backfill).timestamp()
+    )
+    run_demo(settings.kafka, duration, rate, backfill_s, invalid_every, seed, err)
+
+
+@app.command()
+def status() -> None:
+    """Show the running worker's counters."""
+    from tracewatch.streams.worker import read_run_file
+
+    settings = _settings()
+    info = read_run_file(settings.home)
+    if info is None:
+        raise ServiceUnavailable(
+            f"no worker is running for {settings.home}; start one with `tracewatch run`"
+        )
+    with urllib.request.urlopen(f"{info['url']}/status", timeout=10) as response:
+        out.print_json(response.read().decode())
+
+
+@query_app.command("top")
+def query_top(
+    by: Annotated[
+        str,
+        typer.Option(
+            help="Statistic to rank by, e.g. cost_p95, latency_p99, error_rate, score:groundedness."
+        ),
+    ] = "cost_p95",
+    since: Annotated[str, typer.Option(help="Start: 15m, 2h, 1d ago, or RFC 3339.")] = "1h",
+    until: Annotated[str, typer.Option(help="End (exclusive).")] = "now",
+    limit: Annotated[int, typer.Option(min=1, help="How many routes.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """Top routes by a statistic over a time range (from the events table)."""
+    from tracewatch.queries import parse_time, top_routes_query
+
+    sql = top_routes_query(by)
+    params: dict[str, Any] = {
+        "since": parse_time(since),
+        "until": parse_time(until),
+        "limit": limit,
+    }
+    if by.startswith("score:"):
+        params["score"] = by.removeprefix("score:")
+    _print_query(sql, params, dsn, as_json, f"routes by {by}, {since} → {until}")
+
+
+@query_app.command("series")
+def query_series(
+    route: Annotated[str, typer.Argument(help="The route, e.g. support/chat.")],
+    since: Annotated[str, typer.Option(help="Start: 15m, 2h, 1d ago, or RFC 3339.")] = "1h",
+    until: Annotated[str, typer.Option(help="End (exclusive).")] = "now",
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """One route's one-minute statistics, per model and prompt version (stats_1m)."""
+    from tracewatch.queries import parse_time, series_query
+
+    params = {
+        "route": route,
+        "since": parse_time(since),
+        "until": parse_time(until),
+        "limit": limit,
+    }
+    _print_query(series_query(), params, dsn, as_json, f"{route}: one-minute statistics")
+
+
+@query_app.command("sql")
+def query_sql(
+    sql: Annotated[
+        str, typer.Argument(help="A read-only query; {db:Identifier} names the database.")
+    ],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="Bind NAME=VALUE for {NAME:Type}.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """Run your own read-only SQL (tables: events, stats_1m in database tracewatch)."""
+    params: dict[str, Any] = {}
+    for item in param or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--param {item!r} must look like NAME=VALUE")
+        params[name] = value
+    _print_query(sql, params, dsn, as_json, None)
+
+
+def _print_query(
+    sql: str, params: dict[str, Any], dsn: str | None, as_json: bool, title: str | None
+) -> None:
+    from tracewatch.queries import QueryClient
+
+    client = QueryClient(_settings(dsn=dsn))
+    try:
+        result = client.run(sql, params)
+    finally:
+        client.close()
+    if as_json:
+        for row in result.rows:
+            out.print_json(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
+        return
+    table = Table(*result.columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for row in result.rows:
+        table.add_row(*(_cell(v) for v in row))
+    out.print(table)
+    if not result.rows:
+        err.print(
+            "no rows: widen --since, or check that the worker is running (`tracewatch status`)"
+        )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)
+
+
+def main() -> None:
+    """Entry point: friendly errors instead of tracebacks for deliberate failures."""
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except ServiceUnavailable as exc:
+        err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
+        sys.exit(3)
+    except TracewatchError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(1)

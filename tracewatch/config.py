@@ -1,0 +1,170 @@
+"""Settings, one pydantic-settings class per concern.
+
+Every field can be set from the environment (``TRACEWATCH_`` prefix plus the
+concern's own, e.g. ``TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS``) and most from CLI
+flags. Sources, highest first: CLI flag, environment, ``.env`` file, default.
+Defaults work on a laptop: a broker on 127.0.0.1:9092 started by infra/kafka and
+an embedded chDB under ``$TRACEWATCH_HOME`` (``./.tracewatch``).
+Credentials are ``SecretStr`` so they never print in logs, errors or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tracewatch.errors import ConfigError
+
+__all__ = [
+    "ClickHouseSettings",
+    "KafkaSettings",
+    "Settings",
+    "WorkerSettings",
+    "home_dir",
+]
+
+
+def home_dir() -> Path:
+    """Where tracewatch keeps data and logs: ``$TRACEWATCH_HOME`` or ``./.tracewatch``."""
+    return _HomeSettings().home.expanduser().resolve()
+
+
+class _HomeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRACEWATCH_", extra="ignore")
+    home: Path = Path(".tracewatch")
+
+
+class KafkaSettings(BaseSettings):
+    """How to reach Kafka and which topics to use (contract section "Topics")."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_KAFKA_", env_file=".env", extra="ignore"
+    )
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+
+    events_topic: str = "tracewatch.events"
+    alerts_topic: str = "tracewatch.alerts"
+    breakers_topic: str = "tracewatch.breakers"
+    dlq_topic: str = "tracewatch.dlq"
+    stats_topic: str = "tracewatch.stats"
+    events_partitions: int = Field(default=6, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    consumer_group: str = "tracewatch-worker"
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every confluent-kafka client tracewatch builds."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": _reveal(self.sasl_password),
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": _reveal(self.ssl_key_password),
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        return conf
+
+    def faust_broker_url(self) -> str:
+        """The same servers in faust's URL form (``kafka://h1:p1;h2:p2``)."""
+        return ";".join(f"kafka://{server.strip()}" for server in self.bootstrap_servers.split(","))
+
+
+class ClickHouseSettings(BaseSettings):
+    """Where events and statistics are written.
+
+    ``dsn`` empty means the embedded engine: ``chdb://$TRACEWATCH_HOME/clickhouse``.
+    An ``http(s)://`` DSN talks to a ClickHouse server with the same code.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_CLICKHOUSE_", env_file=".env", extra="ignore"
+    )
+
+    dsn: str = ""
+    database: str = "tracewatch"
+    username: str | None = None
+    password: SecretStr | None = None
+    events_ttl_days: int = Field(default=30, ge=1)
+    stats_ttl_days: int = Field(default=400, ge=1)
+
+    @field_validator("dsn")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError(
+                "TRACEWATCH_CLICKHOUSE_DSN must start with chdb://, http:// or https:// "
+                "(leave it empty for the embedded engine)"
+            )
+        return value
+
+    def resolved_dsn(self) -> str:
+        return self.dsn or f"chdb://{home_dir() / 'clickhouse'}"
+
+    @property
+    def embedded(self) -> bool:
+        return self.resolved_dsn().startswith("chdb://")
+
+
+class WorkerSettings(BaseSettings):
+    """How the streaming worker batches, buckets and flushes."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_WORKER_", env_file=".env", extra="ignore"
+    )
+
+    allowed_lateness_s: float = Field(default=120.0, ge=0)
+    #: a partition with nothing new for this long stops holding the watermark back
+    idle_partition_s: float = Field(default=5.0, ge=0)
+    batch_max_events: int = Field(default=5000, ge=1)
+    poll_timeout_s: float = Field(default=0.5, gt=0)
+    sink_flush_rows: int = Field(default=5000, ge=1)
+    sink_flush_interval_s: float = Field(default=1.0, gt=0)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    dedup_window: int = Field(default=1_000_000, ge=0)
+    app_id: str = "tracewatch"  # faust app id: prefixes its internal topics
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(default=6066, ge=1, le=65535)
+
+
+class Settings:
+    """All concerns together; built once at the edge (CLI) and passed down."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings | None = None,
+        clickhouse: ClickHouseSettings | None = None,
+        worker: WorkerSettings | None = None,
+    ) -> None:
+        try:
+            self.kafka = kafka or KafkaSettings()
+            self.clickhouse = clickhouse or ClickHouseSettings()
+            self.worker = worker or WorkerSettings()
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise ConfigError(f"invalid setting: {exc}") from exc
+        if self.worker.app_id == self.kafka.consumer_group:
+            raise ConfigError(
+                "TRACEWATCH_WORKER_APP_ID and TRACEWATCH_KAFKA_CONSUMER_GROUP must differ: "
+                "faust's own consumer group is named after the app id"
+            )
+        self.home = home_dir()
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()

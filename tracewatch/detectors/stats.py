@@ -1,0 +1,150 @@
+"""A mergeable summary of the events of one key in one time bucket.
+
+Everything in it merges exactly (counts, sums, maxima) or within the sketch's
+relative-error bound (quantiles), so per-batch partials, per-worker partials and
+rolling windows are all the same operation: ``merge``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tracewatch.detectors.columns import STATUS_CODES, EventColumns
+from tracewatch.detectors.sketch import QuantileSketch
+
+__all__ = ["QUANTILES", "RELATIVE_ACCURACY", "BucketStats"]
+
+#: Relative-error bound of every quantile tracewatch reports (see ``QuantileSketch``).
+RELATIVE_ACCURACY = 0.01
+QUANTILES: tuple[float, float, float] = (0.5, 0.95, 0.99)
+
+_ERROR = STATUS_CODES["error"]
+_TIMEOUT = STATUS_CODES["timeout"]
+
+
+def _sketch() -> QuantileSketch:
+    return QuantileSketch(relative_accuracy=RELATIVE_ACCURACY)
+
+
+@dataclass
+class BucketStats:
+    """Counts, sums and sketches for one (key, bucket)."""
+
+    count: int = 0
+    error_count: int = 0
+    timeout_count: int = 0
+    input_tokens_sum: int = 0
+    input_tokens_count: int = 0
+    output_tokens_sum: int = 0
+    output_tokens_count: int = 0
+    cost_sum: float = 0.0
+    latency_sum: float = 0.0
+    loop_depth_max: int | None = None
+    max_ts: float = -math.inf
+    cost: QuantileSketch = field(default_factory=_sketch)
+    latency: QuantileSketch = field(default_factory=_sketch)
+    loop_depth: QuantileSketch = field(default_factory=_sketch)
+    score_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    score_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, cols: EventColumns) -> None:
+        """Fold a batch of columns (all of this key and bucket) in."""
+        self.count += len(cols)
+        self.error_count += int(np.count_nonzero(cols.status == _ERROR))
+        self.timeout_count += int(np.count_nonzero(cols.status == _TIMEOUT))
+        self.max_ts = max(self.max_ts, float(cols.ts.max(initial=-math.inf)))
+        self.input_tokens_sum, self.input_tokens_count = _add_sum(
+            cols.input_tokens, self.input_tokens_sum, self.input_tokens_count
+        )
+        self.output_tokens_sum, self.output_tokens_count = _add_sum(
+            cols.output_tokens, self.output_tokens_sum, self.output_tokens_count
+        )
+        cost = _present(cols.cost_usd)
+        self.cost_sum += float(cost.sum())
+        self.cost.add(cost)
+        latency = _present(cols.latency_ms)
+        self.latency_sum += float(latency.sum())
+        self.latency.add(latency)
+        depth = _present(cols.loop_depth)
+        if depth.size:
+            self.loop_depth.add(depth)
+            top = int(depth.max())
+            self.loop_depth_max = (
+                top if self.loop_depth_max is None else max(top, self.loop_depth_max)
+            )
+        for scores in cols.scores:
+            for name, value in scores.items():
+                self.score_sums[name] += value
+                self.score_counts[name] += 1
+
+    def merge(self, other: BucketStats) -> None:
+        """Fold another partial of the same key and bucket in."""
+        self.count += other.count
+        self.error_count += other.error_count
+        self.timeout_count += other.timeout_count
+        self.input_tokens_sum += other.input_tokens_sum
+        self.input_tokens_count += other.input_tokens_count
+        self.output_tokens_sum += other.output_tokens_sum
+        self.output_tokens_count += other.output_tokens_count
+        self.cost_sum += other.cost_sum
+        self.latency_sum += other.latency_sum
+        self.max_ts = max(self.max_ts, other.max_ts)
+        if other.loop_depth_max is not None:
+            self.loop_depth_max = max(self.loop_depth_max or 0, other.loop_depth_max)
+        self.cost.merge(other.cost)
+        self.latency.merge(other.latency)
+        self.loop_depth.merge(other.loop_depth)
+        for name, total in other.score_sums.items():
+            self.score_sums[name] += total
+            self.score_counts[name] += other.score_counts[name]
+
+    def summary(self) -> dict[str, object]:
+        """The flat statistics row (the columns of ``stats_1m`` minus the key)."""
+        cost_q = self.cost.quantiles(QUANTILES)
+        latency_q = self.latency.quantiles(QUANTILES)
+        return {
+            "count": self.count,
+            "error_count": self.error_count,
+            "timeout_count": self.timeout_count,
+            "error_rate": (self.error_count + self.timeout_count) / self.count
+            if self.count
+            else 0.0,
+            "input_tokens_sum": self.input_tokens_sum,
+            "output_tokens_sum": self.output_tokens_sum,
+            "input_tokens_mean": _mean(self.input_tokens_sum, self.input_tokens_count),
+            "output_tokens_mean": _mean(self.output_tokens_sum, self.output_tokens_count),
+            "cost_count": self.cost.count,
+            "cost_sum": self.cost_sum,
+            "cost_p50": cost_q[0],
+            "cost_p95": cost_q[1],
+            "cost_p99": cost_q[2],
+            "latency_count": self.latency.count,
+            "latency_mean": _mean(self.latency_sum, self.latency.count),
+            "latency_p50": latency_q[0],
+            "latency_p95": latency_q[1],
+            "latency_p99": latency_q[2],
+            "loop_depth_max": self.loop_depth_max,
+            "loop_depth_p95": self.loop_depth.quantile(0.95),
+            "score_means": {
+                name: self.score_sums[name] / n for name, n in self.score_counts.items() if n
+            },
+            "score_counts": dict(self.score_counts),
+        }
+
+
+def _present(values: np.ndarray) -> np.ndarray:
+    present: np.ndarray = values[~np.isnan(values)]
+    return present
+
+
+def _add_sum(values: np.ndarray, total: int, count: int) -> tuple[int, int]:
+    present = _present(values)
+    return total + int(present.sum()), count + int(present.size)
+
+
+def _mean(total: float, count: int) -> float | None:
+    return total / count if count else None

@@ -1,0 +1,107 @@
+"""Turn raw message bytes into a ``TraceEvent`` or a short, machine-readable reason.
+
+The SDK and the worker call the same function, so an app learns at ``send`` time
+what the worker would have sent to the DLQ.
+
+Reason codes (the ``tracewatch.reason`` DLQ header):
+
+    oversized           the message is larger than the configured limit
+    empty               no value at all (a tombstone or an empty message)
+    not_json            not UTF-8 JSON, truncated, or nested too deeply
+    not_object          JSON, but not an object
+    missing_field       a required field is absent
+    wrong_type          a field has the wrong JSON type ("12" for a number …)
+    negative_number     a number that must be ≥ 0 is negative
+    not_finite          NaN or ±Infinity
+    out_of_range        a number outside its bounds (scores outside [0, 1] …)
+    too_long            a string, map or list over its size limit
+    too_short           an empty string where one is required
+    invalid_value       a value outside its allowed set, or a malformed timestamp
+    duplicate_event_id  an ``event_id`` already seen (assigned by the worker, not here)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from tracewatch.errors import InvalidEvent
+from tracewatch.schemas.event import TraceEvent
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "REASONS", "reason_of", "validate_message"]
+
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
+
+REASONS: tuple[str, ...] = (
+    "oversized",
+    "empty",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "negative_number",
+    "not_finite",
+    "out_of_range",
+    "too_long",
+    "too_short",
+    "invalid_value",
+    "duplicate_event_id",
+)
+
+_BY_ERROR_TYPE: dict[str, str] = {
+    "json_invalid": "not_json",
+    "json_type": "not_json",
+    "model_type": "not_object",
+    "model_attributes_type": "not_object",
+    "missing": "missing_field",
+    "finite_number": "not_finite",
+    "string_too_long": "too_long",
+    "too_long": "too_long",
+    "string_too_short": "too_short",
+    "literal_error": "invalid_value",
+    "less_than_equal": "out_of_range",
+    "less_than": "out_of_range",
+    "greater_than": "out_of_range",
+}
+
+
+def validate_message(value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> TraceEvent:
+    """Validate one raw message; raise ``InvalidEvent`` with the reason."""
+    if not value:
+        raise InvalidEvent("empty", "the message has no value")
+    if len(value) > max_bytes:
+        raise InvalidEvent(
+            "oversized", f"{len(value)} bytes is over the {max_bytes}-byte limit for one event"
+        )
+    try:
+        return TraceEvent.model_validate_json(value)
+    except ValidationError as exc:
+        raise reason_of(exc) from None
+
+
+def reason_of(exc: ValidationError) -> InvalidEvent:
+    """The first error of a pydantic ``ValidationError`` as an ``InvalidEvent``."""
+    error = exc.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part)) or None
+    return InvalidEvent(_classify(error), str(error["msg"]), field)
+
+
+def _classify(error: Any) -> str:
+    kind: str = error["type"]
+    if kind == "greater_than_equal":
+        limit = (error.get("ctx") or {}).get("ge")
+        return "negative_number" if limit == 0 else "out_of_range"
+    if kind == "value_error":
+        message = str(error.get("msg", ""))
+        return "not_finite" if "finite" in message else "invalid_value"
+    if kind in _BY_ERROR_TYPE:
+        return _BY_ERROR_TYPE[kind]
+    if kind.endswith(("_type", "_parsing")) or kind.endswith("_from_float"):
+        return "wrong_type"
+    return "invalid_value"
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic adds the union member's name (``constrained-str``, ``bool``) to the location."""
+    return isinstance(part, str) and part in {"constrained-str", "str", "bool", "int", "float"}

@@ -1,0 +1,1 @@
+"""Everything that writes to the outside: ClickHouse, the DLQ and stats topics."""

@@ -1,0 +1,124 @@
+"""The faust application: wiring only, no statistics here.
+
+- ``IngestService`` runs the high-volume batch stage (``IngestLoop``) on a thread.
+- The ``route_stats`` agent consumes the low-volume closed-bucket stream and keeps
+  the latest minute per key in a table with a changelog (detectors hook in here).
+- Web views on localhost: ``/status`` (counters), ``/stats`` (latest minute per
+  key), ``/query`` (read-only SQL with bound parameters; how ``tracewatch query``
+  reaches an embedded chDB that this process holds open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from datetime import date, datetime
+from typing import Any
+
+import faust
+import mode
+
+from tracewatch.config import Settings
+from tracewatch.errors import TracewatchError
+from tracewatch.sinks.clickhouse import ClickHouseSink
+from tracewatch.sinks.kafka_stats import StatsPublisher
+from tracewatch.streams.ingest import IngestLoop
+
+__all__ = ["IngestService", "build_app"]
+
+log = logging.getLogger("tracewatch.worker")
+
+
+class IngestService(mode.Service):
+    """Owns the ingest thread; stopping the service drains and commits before it returns."""
+
+    def __init__(self, loop_: IngestLoop, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ingest = loop_
+        self._stop_event = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failed: BaseException | None = None
+
+    async def on_start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tracewatch-ingest", daemon=True)
+        self._thread.start()
+
+    async def on_stop(self) -> None:
+        self._stop_event.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 60.0)
+
+    def _run(self) -> None:
+        try:
+            self.ingest.run(self._stop_event)
+        except BaseException as exc:  # surfaced in /status and the log; the worker stops
+            self.failed = exc
+            log.exception("ingest stopped")
+
+
+def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, IngestService]:
+    w = settings.worker
+    app = faust.App(
+        w.app_id,
+        broker=settings.kafka.faust_broker_url(),
+        autodiscover=False,
+        store="memory://",
+        web_enabled=True,
+        web_bind=w.web_host,
+        web_host=w.web_host,
+        web_port=w.web_port,
+        topic_partitions=3,
+        topic_replication_factor=settings.kafka.replication_factor,
+        datadir=str(settings.home / "faust"),
+        web_in_thread=False,
+    )
+    stats_publisher = StatsPublisher(settings.kafka)
+    ingest = IngestLoop(settings, sink, on_closed=stats_publisher.publish)
+    service = IngestService(ingest)
+
+    stats_topic = app.topic(settings.kafka.stats_topic, key_type=str, value_serializer="json")
+    latest = app.Table("latest_stats", default=None, partitions=3)
+
+    @app.agent(stats_topic)
+    async def route_stats(stream: Any) -> None:
+        async for key, summary in stream.items():
+            if not summary.get("late"):
+                latest[key] = summary
+
+    @app.page("/status")
+    async def status(web: Any, request: Any) -> Any:
+        body = service.ingest.status()
+        body["ingest_alive"] = service._thread is not None and service._thread.is_alive()
+        body["ingest_error"] = None if service.failed is None else repr(service.failed)
+        return web.json(body)
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json({k: v for k, v in latest.items() if v is not None})
+
+    @app.page("/query")
+    class QueryView(faust.web.View):
+        async def post(self, request: Any) -> Any:
+            try:
+                payload = await request.json()
+                sql, parameters = str(payload["sql"]), dict(payload.get("parameters") or {})
+            except (ValueError, KeyError, TypeError):
+                return self.json({"error": 'send {"sql": "...", "parameters": {...}}'}, status=400)
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: sink.query(sql, parameters)
+                )
+            except TracewatchError as exc:
+                return self.json({"error": str(exc)}, status=400)
+            body = json.dumps({"columns": result.columns, "rows": result.rows}, default=_jsonable)
+            return self.bytes(body.encode(), content_type="application/json")
+
+    return app, service
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)

@@ -1,0 +1,267 @@
+"""The high-volume stage: events topic → pipeline → ClickHouse and DLQ → commit.
+
+faust's per-event agent path costs about 50 µs an event before any work, so the
+events topic is read here with confluent-kafka ``consume(n)`` in batches, on a
+thread of its own, and handed to the pure ``Pipeline`` a batch at a time.
+
+Ordering of effects per flush (at-least-once with idempotent writes):
+events to ClickHouse (deduplication token from partition/offset ranges) →
+dead letters acknowledged by Kafka → closed buckets to ClickHouse and to the
+``on_closed`` callback → offsets committed. A crash anywhere before the commit
+replays the batch; the token keeps a replayed events insert from counting twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from tracewatch.config import Settings
+from tracewatch.detectors.buckets import ClosedBucket
+from tracewatch.errors import SinkError
+from tracewatch.pipeline import Pipeline, RawMessage
+from tracewatch.schemas.event import TraceEvent
+from tracewatch.sinks.clickhouse import ClickHouseSink, event_columns
+from tracewatch.sinks.kafka import DeadLetterPublisher
+
+__all__ = ["IngestLoop", "PendingBatch"]
+
+log = logging.getLogger("tracewatch.ingest")
+
+
+@dataclass
+class PendingBatch:
+    """What has been processed but not yet flushed and committed."""
+
+    events: list[TraceEvent] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    closed: list[ClosedBucket] = field(default_factory=list)
+    first_offset: dict[int, int] = field(default_factory=dict)
+    last_offset: dict[int, int] = field(default_factory=dict)
+    started: float = 0.0
+
+    def note(self, partition: int, offset: int) -> None:
+        self.first_offset.setdefault(partition, offset)
+        self.last_offset[partition] = offset
+
+    def token(self, topic: str) -> str:
+        """Same offsets in, same token out: a retried insert is deduplicated."""
+        ranges = ",".join(
+            f"{p}:{self.first_offset[p]}-{self.last_offset[p]}" for p in sorted(self.last_offset)
+        )
+        return f"events:{topic}:{ranges}"
+
+    @property
+    def empty(self) -> bool:
+        return not self.last_offset and not self.closed
+
+
+class IngestLoop:
+    """Consume, process, flush, commit; ``run`` blocks until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sink: ClickHouseSink,
+        on_closed: Callable[[list[ClosedBucket]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topic = settings.kafka.events_topic
+        self.sink = sink
+        self.on_closed = on_closed
+        w = settings.worker
+        self.pipeline = Pipeline(
+            allowed_lateness_s=w.allowed_lateness_s,
+            max_message_bytes=w.max_message_bytes,
+            dedup_window=w.dedup_window,
+        )
+        self.dlq = DeadLetterPublisher(settings.kafka, self.topic)
+        self.pending = PendingBatch()
+        self.stored_events = 0
+        self.stats_rows = 0
+        self.flushes = 0
+        self.started_at = time.monotonic()
+        self.last_error: str | None = None
+        self._consumer: Consumer | None = None
+        self._eof_since: dict[int, float] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        self._consumer = self._make_consumer()
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("consuming %s as group %s", self.topic, self.settings.kafka.consumer_group)
+        try:
+            while not stop.is_set():
+                self.step()
+            self._flush_with_retry()
+        finally:
+            self._consumer.close()
+
+    def step(self) -> int:
+        """Poll one batch, process it, flush if due; returns how many messages came in."""
+        assert self._consumer is not None
+        w = self.settings.worker
+        messages = self._consumer.consume(w.batch_max_events, w.poll_timeout_s)
+        raw = [self._raw(m) for m in messages if self._is_data(m)]
+        if raw:
+            self._process(raw)
+        self._track_idle(messages)
+        if self._flush_due():
+            self._flush_with_retry()
+        return len(raw)
+
+    def status(self) -> dict[str, Any]:
+        c = self.pipeline.counters
+        return {
+            "received": c.received,
+            "valid": c.valid,
+            "rejected": dict(c.rejected),
+            "rejected_total": c.rejected_total,
+            "late": c.late,
+            "stored_events": self.stored_events,
+            "stats_rows": self.stats_rows,
+            "open_buckets": self.pipeline.aggregator.open_buckets,
+            "watermark": self.pipeline.aggregator.watermark,
+            "flushes": self.flushes,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "last_error": self.last_error,
+        }
+
+    def _process(self, raw: list[RawMessage]) -> None:
+        result = self.pipeline.process(raw)
+        p = self.pending
+        if p.empty:
+            p.started = time.monotonic()
+        for message in raw:
+            p.note(message.partition, message.offset)
+        p.events.extend(result.events)
+        p.partitions.extend(m.partition for m in result.sources)
+        p.offsets.extend(m.offset for m in result.sources)
+        self._add_closed(result.closed)
+        if result.rejected:
+            self.dlq.publish(result.rejected)
+
+    def _track_idle(self, messages: list[Any]) -> None:
+        """A partition at its end for ``idle_partition_s`` stops holding the watermark.
+
+        Not at the first end-of-partition: a consumer that outruns its producers
+        sees ends all the time, and marking those idle would let a partition that
+        is merely slower make the others' events late (Flink's ``withIdleness``).
+        """
+        now = time.monotonic()
+        for message in messages:
+            if self._is_eof(message):
+                self._eof_since.setdefault(message.partition(), now)
+            elif message.error() is None:
+                self._eof_since.pop(message.partition(), None)
+        limit = self.settings.worker.idle_partition_s
+        for partition, since in list(self._eof_since.items()):
+            if now - since >= limit:
+                self._add_closed(self.pipeline.mark_idle(partition))
+
+    def _add_closed(self, closed: list[ClosedBucket]) -> None:
+        if closed:
+            if self.pending.empty:
+                self.pending.started = time.monotonic()
+            self.pending.closed.extend(closed)
+
+    def _flush_due(self) -> bool:
+        p = self.pending
+        if p.empty:
+            return False
+        w = self.settings.worker
+        return (
+            len(p.events) >= w.sink_flush_rows
+            or time.monotonic() - p.started >= w.sink_flush_interval_s
+        )
+
+    def _flush_with_retry(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                self._flush()
+                self.last_error = None
+                return
+            except SinkError as exc:
+                self.last_error = str(exc)
+                log.warning("flush failed, retrying in %.1fs: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _flush(self) -> None:
+        p = self.pending
+        if p.empty:
+            return
+        if p.events:
+            self.sink.write_events(
+                event_columns(p.events, p.partitions, p.offsets), p.token(self.topic)
+            )
+        self.dlq.flush()
+        if p.closed:
+            self.sink.write_stats(p.closed)
+            if self.on_closed is not None:
+                self.on_closed(p.closed)
+        self._commit(p)
+        self.stored_events += len(p.events)
+        self.stats_rows += len(p.closed)
+        self.flushes += 1
+        self.pending = PendingBatch()
+
+    def _commit(self, p: PendingBatch) -> None:
+        if not p.last_offset or self._consumer is None:
+            return
+        offsets = [TopicPartition(self.topic, part, off + 1) for part, off in p.last_offset.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Lost the partitions in a rebalance: the new owner replays from the last
+            # commit and the deduplication token keeps the events table exact.
+            log.warning("offset commit failed: %s", exc)
+
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.pipeline.aggregator.assign_partition(tp.partition)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._flush_with_retry()
+        for tp in partitions:
+            self.pipeline.aggregator.forget_partition(tp.partition)
+            self._eof_since.pop(tp.partition, None)
+
+    def _make_consumer(self) -> Consumer:
+        k = self.settings.kafka
+        return Consumer(
+            {
+                **k.client_config(),
+                "group.id": k.consumer_group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "queued.max.messages.kbytes": 256 * 1024,
+            }
+        )
+
+    @staticmethod
+    def _is_data(message: Any) -> bool:
+        err = message.error()
+        if err is None:
+            return True
+        if err.code() != KafkaError._PARTITION_EOF:
+            log.warning("consumer error: %s", err)
+        return False
+
+    @staticmethod
+    def _is_eof(message: Any) -> bool:
+        err = message.error()
+        return err is not None and err.code() == KafkaError._PARTITION_EOF
+
+    @staticmethod
+    def _raw(message: Any) -> RawMessage:
+        return RawMessage(message.value(), message.key(), message.partition(), message.offset())
