@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tracewatch.config import ClickHouseSettings, KafkaSettings, Settings, WorkerSettings
@@ -18,7 +20,9 @@ def test_environment_sets_each_concern(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not s.clickhouse.embedded
 
 
-def test_default_clickhouse_is_embedded_under_home(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_default_clickhouse_is_embedded_under_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("TRACEWATCH_HOME", str(tmp_path))
     ch = ClickHouseSettings()
     assert ch.embedded and ch.resolved_dsn() == f"chdb://{tmp_path / 'clickhouse'}"

@@ -49,6 +49,7 @@ def _root(
 ) -> None:
     """tracewatch: a streaming monitor for LLM apps and agents."""
 
+
 # Statistics tables are wide: never squeeze them below 180 columns (a narrow
 # terminal wraps lines instead of eliding every value to "…").
 out = Console(width=max(180, Console().width))
