@@ -9,10 +9,12 @@ writing statistics, committing offsets.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket
+import numpy as np
+
+from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket, RowSources
 from tracewatch.detectors.columns import EventColumns, key_of
 from tracewatch.detectors.dedup import RecentIds
 from tracewatch.errors import InvalidEvent
@@ -40,11 +42,14 @@ class Rejected:
 
 @dataclass
 class BatchResult:
+    """``events[i]`` came from ``sources[i]``; ``to_store`` are the ones not stored before."""
+
     events: list[TraceEvent]
     sources: list[RawMessage]
     rejected: list[Rejected]
     late: int
     closed: list[ClosedBucket]
+    to_store: list[int]
 
 
 @dataclass
@@ -76,7 +81,15 @@ class Pipeline:
         self.recent_ids = RecentIds(dedup_window)
         self.counters = PipelineCounters()
 
-    def process(self, messages: Sequence[RawMessage]) -> BatchResult:
+    def process(
+        self, messages: Sequence[RawMessage], stored: Mapping[int, int] | None = None
+    ) -> BatchResult:
+        """Validate, deduplicate and aggregate one batch.
+
+        ``stored`` maps a partition to the last offset whose event is already in
+        storage (read again after a restart): such events rebuild open buckets
+        but are neither stored again nor counted twice.
+        """
         events: list[TraceEvent] = []
         sources: list[RawMessage] = []
         rejected: list[Rejected] = []
@@ -96,13 +109,20 @@ class Pipeline:
                 continue
             events.append(event)
             sources.append(message)
+        last_stored = stored or {}
+        replayed = [m.offset <= last_stored.get(m.partition, -1) for m in sources]
+        row_sources = RowSources(
+            np.fromiter((m.partition for m in sources), np.int64, len(sources)),
+            np.fromiter((m.offset for m in sources), np.int64, len(sources)),
+            np.asarray(replayed, dtype=bool),
+        )
         late = self.aggregator.add(
-            [key_of(e) for e in events],
-            EventColumns.from_events(events),
-            [m.partition for m in sources],
+            [key_of(e) for e in events], EventColumns.from_events(events), row_sources
         )
         self._count(len(messages), len(events), late, rejected)
-        return BatchResult(events, sources, rejected, late, self.aggregator.close_ready())
+        to_store = [i for i, again in enumerate(replayed) if not again]
+        closed = self.aggregator.close_ready()
+        return BatchResult(events, sources, rejected, late, closed, to_store)
 
     def mark_idle(self, partition: int) -> list[ClosedBucket]:
         """A source partition reached its end: it stops holding the watermark back."""

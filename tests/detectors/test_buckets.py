@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket
+from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket, RowSources
 from tracewatch.detectors.columns import EventColumns, KeyTuple
 from tracewatch.schemas.event import TraceEvent
 
@@ -21,6 +21,11 @@ def ev(ts: float, key: KeyTuple = A, **fields: object) -> TraceEvent:
         {"event_id": f"e{ts}{key}", "trace_id": "t", "ts": ts, "kind": "llm",
          "route": key[0], "model": key[1], "prompt_version": key[2], **fields}
     )  # fmt: skip
+
+
+def src(partition: int, offset: int = 0, replayed: bool = False) -> RowSources:
+    """Sources for a one-row batch."""
+    return RowSources(np.array([partition]), np.array([offset]), np.array([replayed]))
 
 
 def feed(agg: BucketAggregator, events: list[TraceEvent]) -> int:
@@ -138,14 +143,14 @@ def test_bad_arguments_are_refused() -> None:
 
 def test_watermark_is_the_slowest_active_partition() -> None:
     agg = BucketAggregator(width_s=60, allowed_lateness_s=0)
-    assert agg.add([A], EventColumns.from_events([ev(T0 + 500)]), [1]) == 0
-    assert agg.add([B], EventColumns.from_events([ev(T0 + 5, B)]), [2]) == 0  # behind, not late
+    assert agg.add([A], EventColumns.from_events([ev(T0 + 500)]), src(1)) == 0
+    assert agg.add([B], EventColumns.from_events([ev(T0 + 5, B)]), src(2)) == 0  # behind, not late
     assert agg.watermark == T0 + 5
     assert agg.close_ready() == []
     agg.mark_idle(2)  # partition 2 is caught up: the fast one decides
     assert agg.watermark == T0 + 500
     assert {b.key for b in agg.close_ready()} == {B}
-    agg.add([B], EventColumns.from_events([ev(T0 + 520, B)]), [2])  # active again
+    agg.add([B], EventColumns.from_events([ev(T0 + 520, B)]), src(2))  # active again
     assert agg.watermark == T0 + 500
     agg.forget_partition(1)
     assert agg.watermark == T0 + 520
@@ -155,10 +160,33 @@ def test_an_assigned_partition_holds_the_watermark_until_it_delivers_or_idles() 
     agg = BucketAggregator(width_s=60, allowed_lateness_s=0)
     agg.assign_partition(1)
     agg.assign_partition(2)
-    agg.add([A], EventColumns.from_events([ev(T0 + 500)]), [1])
+    agg.add([A], EventColumns.from_events([ev(T0 + 500)]), src(1))
     assert agg.watermark == -math.inf and agg.close_ready() == []
     assert (
-        agg.add([B], EventColumns.from_events([ev(T0 + 5, B)]), [2]) == 0
+        agg.add([B], EventColumns.from_events([ev(T0 + 5, B)]), src(2)) == 0
     )  # its backlog is not late
     agg.mark_idle(2)
     assert agg.watermark == T0 + 500
+
+
+def test_holdback_is_the_first_offset_feeding_an_open_bucket() -> None:
+    agg = BucketAggregator(width_s=60, allowed_lateness_s=0)
+    agg.add([A], EventColumns.from_events([ev(T0 + 1)]), src(0, 10))
+    agg.add([B], EventColumns.from_events([ev(T0 + 2, B)]), src(1, 7))
+    agg.add([A], EventColumns.from_events([ev(T0 + 3)]), src(0, 11))
+    assert agg.holdback() == {0: 10, 1: 7}
+    agg.add([A], EventColumns.from_events([ev(T0 + 61)]), src(0, 12))
+    agg.add([B], EventColumns.from_events([ev(T0 + 62, B)]), src(1, 8))
+    assert {b.start for b in agg.close_ready()} == {T0}
+    assert agg.holdback() == {0: 12, 1: 8}  # the closed minute no longer holds anything back
+
+
+def test_replayed_rows_rebuild_open_buckets_but_are_not_counted_twice() -> None:
+    agg = BucketAggregator(width_s=60, allowed_lateness_s=0)
+    agg.restore_closed_until(T0 + 60)  # minute T0 was written before the restart
+    assert agg.add([A], EventColumns.from_events([ev(T0 + 5)]), src(0, 1, replayed=True)) == 0
+    assert agg.add([A], EventColumns.from_events([ev(T0 + 70)]), src(0, 2, replayed=True)) == 0
+    assert agg.add([A], EventColumns.from_events([ev(T0 + 6)]), src(0, 3)) == 1  # new: late
+    assert agg.replayed_dropped == 1
+    closed = by_slot(agg.close_all())
+    assert closed[(A, T0 + 60, False)].stats.count == 1 and closed[(A, T0, True)].stats.count == 1

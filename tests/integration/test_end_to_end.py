@@ -72,61 +72,73 @@ def status(url: str) -> dict[str, Any]:
     return body
 
 
-def run_worker_until(
-    kafka: KafkaSettings, home: Path, produced: int, port: int
-) -> tuple[dict[str, Any], float]:
-    env = {
-        **os.environ,
-        "TRACEWATCH_HOME": str(home),
-        "TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "TRACEWATCH_KAFKA_EVENTS_TOPIC": kafka.events_topic,
-        "TRACEWATCH_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
-        "TRACEWATCH_KAFKA_STATS_TOPIC": kafka.stats_topic,
-        "TRACEWATCH_KAFKA_ALERTS_TOPIC": kafka.alerts_topic,
-        "TRACEWATCH_KAFKA_BREAKERS_TOPIC": kafka.breakers_topic,
-        "TRACEWATCH_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
-        "TRACEWATCH_WORKER_APP_ID": f"{kafka.consumer_group}-faust",
-        "TRACEWATCH_WORKER_WEB_PORT": str(port),
-        "TRACEWATCH_WORKER_ALLOWED_LATENESS_S": str(LATENESS_S),
-        "TRACEWATCH_WORKER_IDLE_PARTITION_S": "2",
-    }
-    tracewatch = str(Path(sys.executable).with_name("tracewatch"))
-    with (home / "worker.log").open("w") as log:
-        worker = subprocess.Popen(
-            [tracewatch, "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    first_seen: float | None = None
-    done_at: float | None = None
-    deadline = time.monotonic() + 240
-    body: dict[str, Any] = {}
-    try:
-        while time.monotonic() < deadline:
-            assert worker.poll() is None, (home / "worker.log").read_text()[-3000:]
-            try:
-                body = status(url)
-            except OSError:
-                time.sleep(0.5)
-                continue
-            if body["received"] and first_seen is None:
-                first_seen = time.monotonic()
-            if body["received"] >= produced and done_at is None:
-                done_at = time.monotonic()
-            # all stored, and the idle partitions have let every real minute close
-            if done_at and body["stored_events"] == body["valid"] and body["open_buckets"] == 1:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"worker did not finish in time: {body}")
-    finally:
-        worker.send_signal(signal.SIGTERM)
+class WorkerProcess:
+    """``tracewatch run`` as a real subprocess, configured through the environment."""
+
+    def __init__(self, kafka: KafkaSettings, home: Path, port: int) -> None:
+        self.home = home
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {
+            **os.environ,
+            "TRACEWATCH_HOME": str(home),
+            "TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "TRACEWATCH_KAFKA_EVENTS_TOPIC": kafka.events_topic,
+            "TRACEWATCH_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
+            "TRACEWATCH_KAFKA_STATS_TOPIC": kafka.stats_topic,
+            "TRACEWATCH_KAFKA_ALERTS_TOPIC": kafka.alerts_topic,
+            "TRACEWATCH_KAFKA_BREAKERS_TOPIC": kafka.breakers_topic,
+            "TRACEWATCH_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
+            "TRACEWATCH_WORKER_APP_ID": f"{kafka.consumer_group}-faust",
+            "TRACEWATCH_WORKER_WEB_PORT": str(port),
+            "TRACEWATCH_WORKER_ALLOWED_LATENESS_S": str(LATENESS_S),
+            "TRACEWATCH_WORKER_IDLE_PARTITION_S": "2",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        tracewatch = str(Path(sys.executable).with_name("tracewatch"))
+        with (self.home / f"worker-{self.runs}.log").open("w") as log:
+            self.proc = subprocess.Popen(
+                [tracewatch, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def status(self) -> dict[str, Any] | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            log = (self.home / f"worker-{self.runs}.log").read_text()[-3000:]
+            pytest.fail(f"worker exited with {self.proc.returncode}:\n{log}")
         try:
-            worker.wait(60)
+            with urllib.request.urlopen(f"{self.url}/status", timeout=5) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except OSError:
+            return None
+        return body
+
+    def wait_for(self, done: Any, timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            body = self.status()
+            if body is not None and done(body):
+                return body
+            time.sleep(0.2)
+        pytest.fail(f"worker did not get there in {timeout}s: {body}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
-            worker.kill()
+            self.proc.kill()
             pytest.fail("worker did not stop within 60 s of SIGTERM")
-    assert first_seen is not None and done_at is not None
-    return body, produced / max(done_at - first_seen, 1e-3)
+
+
+def caught_up(body: dict[str, Any]) -> bool:
+    """Everything read is stored and every real minute closed (only the sentinel's is open)."""
+    return body["received"] > 0 and body["pending_events"] == 0 and body["open_buckets"] == 1
 
 
 def read_dlq(kafka: KafkaSettings, expected: int) -> list[dict[str, str]]:
@@ -135,7 +147,7 @@ def read_dlq(kafka: KafkaSettings, expected: int) -> list[dict[str, str]]:
     consumer.subscribe([kafka.dlq_topic])
     letters: list[dict[str, str]] = []
     deadline = time.monotonic() + 60
-    while len(letters) < expected and time.monotonic() < deadline:
+    while len({x["tracewatch.source"] for x in letters}) < expected and time.monotonic() < deadline:
         for message in consumer.consume(1000, 1.0):
             if message.error() is None:
                 letters.append({k: v.decode() for k, v in message.headers() or []})
@@ -168,37 +180,11 @@ def within_bound(estimate: float | None, values: np.ndarray, q: float) -> bool:
     return estimate is not None and abs(estimate - exact) <= BOUND * exact + 1e-12
 
 
-def test_events_flow_through_kafka_worker_and_clickhouse(
-    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int
-) -> None:
-    ensure_topics(kafka_settings)
-    t0 = math.floor(time.time() / 60) * 60 - 3 * 3600  # recent enough for the events TTL
-    valid, produced = produce(kafka_settings, t0)
-    final, events_per_s = run_worker_until(kafka_settings, tmp_path, produced, free_port)
-    print(f"\nworker sustained {events_per_s:,.0f} events/s end to end over {produced} messages")
-
-    n_rejected = produced - len(valid)
-    assert final["received"] == produced
-    assert final["valid"] == len(valid) and final["rejected_total"] == n_rejected
-    assert final["rejected"]["duplicate_event_id"] == N_DUPLICATES
-    assert final["late"] == 0
-
-    letters = read_dlq(kafka_settings, n_rejected)
-    assert len(letters) == n_rejected
-    assert len(valid) + len(letters) == produced
-    assert all(
-        letter.get("tracewatch.reason") and letter.get("tracewatch.detail") for letter in letters
-    )
-    assert (
-        sum(letter["tracewatch.reason"] == "duplicate_event_id" for letter in letters)
-        == N_DUPLICATES
-    )
-
-    sink = ClickHouseSink(ClickHouseSettings(dsn=f"chdb://{tmp_path / 'clickhouse'}")).connect()
+def check_clickhouse(home: Path, valid: list[dict[str, Any]]) -> None:
+    """Exactly the valid events, and each closed minute equal to numpy over the same events."""
+    sink = ClickHouseSink(ClickHouseSettings(dsn=f"chdb://{home / 'clickhouse'}")).connect()
     try:
         stored = sink.query("SELECT event_id FROM tracewatch.events").rows
-        assert len(stored) == len(valid)
-        assert {r[0] for r in stored} == {str(e["event_id"]) for e in valid}
         stats = sink.query(
             "SELECT route, model, prompt_version, toUnixTimestamp(minute), late, count, "
             "error_count, timeout_count, input_tokens_sum, output_tokens_sum, cost_sum, cost_p50, "
@@ -207,10 +193,13 @@ def test_events_flow_through_kafka_worker_and_clickhouse(
         )
     finally:
         sink.close()
+    assert len(stored) == len(valid)
+    assert {r[0] for r in stored} == {str(e["event_id"]) for e in valid}
 
     groups = expected_minutes(valid)
-    rows = {(r[0], r[1], r[2], float(r[3])): r for r in stats.rows}
     assert all(r[4] == 0 for r in stats.rows), "no minute should have late rows"
+    rows = {(r[0], r[1], r[2], float(r[3])): r for r in stats.rows}
+    assert len(rows) == len(stats.rows), "one row per key and minute"
     assert set(rows) == set(groups) - {k for k in groups if k[0] == "it/sentinel"}
     for key, row in rows.items():
         events = groups[key]
@@ -234,3 +223,61 @@ def test_events_flow_through_kafka_worker_and_clickhouse(
         assert set(row[19]) == set(scores), key
         for name, values in scores.items():
             assert row[19][name] == pytest.approx(float(np.mean(values)), rel=1e-9), (key, name)
+
+
+def test_events_flow_through_kafka_worker_and_clickhouse(
+    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int
+) -> None:
+    ensure_topics(kafka_settings)
+    t0 = math.floor(time.time() / 60) * 60 - 3 * 3600  # recent enough for the events TTL
+    valid, produced = produce(kafka_settings, t0)
+    worker = WorkerProcess(kafka_settings, tmp_path, free_port)
+    worker.start()
+    first = worker.wait_for(lambda b: b["received"] > 0)
+    started_at = time.monotonic() - 0.2
+    worker.wait_for(lambda b: b["received"] >= produced)
+    elapsed = time.monotonic() - started_at
+    final = worker.wait_for(caught_up)
+    worker.stop()
+    print(f"\nworker sustained {produced / elapsed:,.0f} events/s end to end over {produced} "
+          f"messages (first status already had {first['received']})")  # fmt: skip
+
+    n_rejected = produced - len(valid)
+    assert final["received"] == produced
+    assert final["valid"] == len(valid) and final["rejected_total"] == n_rejected
+    assert final["rejected"]["duplicate_event_id"] == N_DUPLICATES
+    assert final["late"] == 0 and final["stored_events"] == len(valid)
+
+    letters = read_dlq(kafka_settings, n_rejected)
+    assert len(letters) == n_rejected
+    assert len(valid) + len(letters) == produced
+    assert all(
+        letter.get("tracewatch.reason") and letter.get("tracewatch.detail") for letter in letters
+    )
+    assert (
+        sum(letter["tracewatch.reason"] == "duplicate_event_id" for letter in letters)
+        == N_DUPLICATES
+    )
+    check_clickhouse(tmp_path, valid)
+
+
+def test_restarts_lose_nothing_and_count_nothing_twice(
+    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int
+) -> None:
+    """A graceful stop and a kill -9 mid-stream: same events and statistics as one clean run."""
+    ensure_topics(kafka_settings)
+    t0 = math.floor(time.time() / 60) * 60 - 3 * 3600
+    valid, produced = produce(kafka_settings, t0)
+    worker = WorkerProcess(kafka_settings, tmp_path, free_port)
+    for sig, share in ((signal.SIGTERM, 0.3), (signal.SIGKILL, 0.3)):
+        worker.start()
+        worker.wait_for(lambda b, share=share: b["received"] >= share * produced)
+        worker.stop(sig)
+    worker.start()
+    final = worker.wait_for(caught_up)
+    worker.stop()
+    assert final["late"] == 0
+    letters = read_dlq(kafka_settings, produced - len(valid))
+    # a kill -9 can publish a dead letter twice (before its offset was committed); none is lost
+    assert len({letter["tracewatch.source"] for letter in letters}) == produced - len(valid)
+    check_clickhouse(tmp_path, valid)

@@ -22,7 +22,29 @@ import numpy as np
 from tracewatch.detectors.columns import EventColumns, KeyTuple
 from tracewatch.detectors.stats import BucketStats
 
-__all__ = ["BucketAggregator", "ClosedBucket"]
+__all__ = ["BucketAggregator", "ClosedBucket", "RowSources"]
+
+
+@dataclass(frozen=True)
+class RowSources:
+    """Where each row of a batch came from.
+
+    ``replayed[i]`` marks a row read again after a restart (its event was stored
+    before): it may rebuild a bucket that was still open, but a bucket already
+    closed has counted it, so there it is dropped rather than counted late.
+    """
+
+    partitions: np.ndarray
+    offsets: np.ndarray
+    replayed: np.ndarray
+
+    @classmethod
+    def single(cls, n: int) -> RowSources:
+        """One source, nothing replayed (replay files, tests)."""
+        return cls(np.zeros(n, np.int64), np.arange(n, dtype=np.int64), np.zeros(n, bool))
+
+    def __len__(self) -> int:
+        return int(self.partitions.shape[0])
 
 
 @dataclass(frozen=True)
@@ -52,11 +74,14 @@ class BucketAggregator:
         self.allowed_lateness_s = allowed_lateness_s
         self.max_event_ts = -math.inf
         self.late_events = 0
+        self.replayed_dropped = 0
         self.closed_until = -math.inf  # every bucket that ends at or before this is closed
         self._partition_max: dict[int, float] = {}
         self._idle: set[int] = set()
         self._open: dict[tuple[KeyTuple, float], BucketStats] = {}
         self._late: dict[tuple[KeyTuple, float], BucketStats] = {}
+        # per open bucket, the smallest source offset per partition that fed it
+        self._first_offsets: dict[tuple[KeyTuple, float], dict[int, int]] = {}
 
     @property
     def watermark(self) -> float:
@@ -83,15 +108,16 @@ class BucketAggregator:
         return len(self._open)
 
     def add(
-        self, keys: Sequence[KeyTuple], cols: EventColumns, partitions: Sequence[int] | None = None
+        self, keys: Sequence[KeyTuple], cols: EventColumns, sources: RowSources | None = None
     ) -> int:
-        """Fold a batch in; ``keys[i]`` is the key of row ``i``, ``partitions[i]`` its source.
+        """Fold a batch in; ``keys[i]`` is the key of row ``i``. Returns the late count.
 
-        Returns the late count. The watermark moves after the batch is folded in,
-        so events of one batch are never late relative to each other.
+        The watermark moves after the batch is folded in, so events of one batch
+        are never late relative to each other.
         """
-        if len(keys) != len(cols) or (partitions is not None and len(partitions) != len(cols)):
-            raise ValueError("one key (and one partition, if given) per row is needed")
+        src = RowSources.single(len(cols)) if sources is None else sources
+        if len(keys) != len(cols) or len(src) != len(cols):
+            raise ValueError("one key and one source per row are needed")
         if not len(cols):
             return 0
         starts = np.floor(cols.ts / self.width_s) * self.width_s
@@ -100,21 +126,48 @@ class BucketAggregator:
         for row, (kid, start) in enumerate(zip(key_ids.tolist(), starts.tolist(), strict=True)):
             groups.setdefault((kid, start), []).append(row)
         late = 0
-        for (kid, start), rows in groups.items():
+        for (kid, start), row_list in groups.items():
             slot = (key_index[kid], start)
+            rows = np.asarray(row_list, dtype=np.intp)
             if start + self.width_s <= self.closed_until:
-                target = self._late.setdefault(slot, BucketStats())
-                late += len(rows)
+                fresh = rows[~src.replayed[rows]]
+                self.replayed_dropped += len(rows) - len(fresh)
+                if len(fresh):
+                    self._late.setdefault(slot, BucketStats()).add(cols.take(fresh))
+                    late += len(fresh)
             else:
-                target = self._open.setdefault(slot, BucketStats())
-            target.add(cols.take(np.asarray(rows, dtype=np.intp)))
+                self._open.setdefault(slot, BucketStats()).add(cols.take(rows))
+                self._note_offsets(slot, src.partitions[rows], src.offsets[rows])
         self.late_events += late
         self.max_event_ts = max(self.max_event_ts, float(cols.ts.max()))
-        self._advance_partitions(cols.ts, partitions)
+        self._advance_partitions(cols.ts, src.partitions)
         return late
 
-    def _advance_partitions(self, ts: np.ndarray, partitions: Sequence[int] | None) -> None:
-        parts = np.zeros(len(ts), np.int64) if partitions is None else np.asarray(partitions)
+    def holdback(self) -> dict[int, int]:
+        """Per partition, the first offset still needed by an open bucket.
+
+        Committing a partition's offset no further than this means a restarted
+        worker reads those events again and rebuilds the open buckets exactly.
+        """
+        first: dict[int, int] = {}
+        for offsets in self._first_offsets.values():
+            for part, off in offsets.items():
+                first[part] = min(off, first.get(part, off))
+        return first
+
+    def restore_closed_until(self, closed_until: float) -> None:
+        """After a restart: buckets ending at or before this were closed and written."""
+        self.closed_until = max(self.closed_until, closed_until)
+
+    def _note_offsets(
+        self, slot: tuple[KeyTuple, float], parts: np.ndarray, offs: np.ndarray
+    ) -> None:
+        first = self._first_offsets.setdefault(slot, {})
+        for part in np.unique(parts).tolist():
+            low = int(offs[parts == part].min())
+            first[part] = min(low, first.get(part, low))
+
+    def _advance_partitions(self, ts: np.ndarray, parts: np.ndarray) -> None:
         for part in np.unique(parts).tolist():
             newest = float(ts[parts == part].max())
             self._partition_max[part] = max(self._partition_max.get(part, -math.inf), newest)
@@ -134,6 +187,8 @@ class BucketAggregator:
             ClosedBucket(slot[0], slot[1], self.width_s, False, self._open.pop(slot))
             for slot in done
         ]
+        for slot in done:
+            self._first_offsets.pop(slot, None)
         closed += [
             ClosedBucket(slot[0], slot[1], self.width_s, True, stats)
             for slot, stats in self._late.items()

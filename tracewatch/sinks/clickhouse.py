@@ -92,6 +92,25 @@ class ClickHouseSink:
         )
         return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
 
+    def stored_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition of ``topic``, the last offset whose event is stored."""
+        result = self.query(
+            "SELECT kafka_partition, max(kafka_offset) FROM {db:Identifier}.events "
+            "WHERE kafka_topic = {topic:String} GROUP BY kafka_partition",
+            {"db": self.database, "topic": topic},
+        )
+        return {int(part): int(offset) for part, offset in result.rows}
+
+    def closed_until(self) -> float:
+        """End of the newest on-time minute written: everything up to it was closed."""
+        result = self.query(
+            "SELECT max(toUnixTimestamp(minute)) + 60, count() FROM {db:Identifier}.stats_1m "
+            "WHERE late = 0",
+            {"db": self.database},
+        )
+        end, rows = result.rows[0]
+        return float(end) if rows else float("-inf")
+
     def _insert(
         self, table: str, names: Sequence[str], columns: Sequence[list[Any]], token: str
     ) -> None:
@@ -137,7 +156,10 @@ class ClickHouseSink:
 
 
 def event_columns(
-    events: Sequence[TraceEvent], partitions: Sequence[int], offsets: Sequence[int]
+    events: Sequence[TraceEvent],
+    partitions: Sequence[int],
+    offsets: Sequence[int],
+    topic: str = "",
 ) -> list[list[Any]]:
     """Column-oriented rows of ``events`` in ``EVENT_COLUMNS`` order."""
     return [
@@ -169,6 +191,7 @@ def event_columns(
         [e.guardrail_action or "" for e in events],
         [e.guardrail_name or "" for e in events],
         [{k: _attribute_text(v) for k, v in e.attributes.items()} for e in events],
+        [topic] * len(events),
         list(partitions),
         list(offsets),
     ]

@@ -18,7 +18,7 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "provider", "prompt_version", "cohort", "session_id", "latency_ms", "input_tokens",
     "output_tokens", "cost_usd", "cost_source", "status", "error_type", "retry_count",
     "loop_depth", "tool_name", "tool_args_hash", "scores", "guardrail_action", "guardrail_name",
-    "attributes", "kafka_partition", "kafka_offset",
+    "attributes", "kafka_topic", "kafka_partition", "kafka_offset",
 )  # fmt: skip
 
 STATS_COLUMNS: tuple[str, ...] = (
@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS {db}.events
     guardrail_action LowCardinality(String),
     guardrail_name   LowCardinality(String),
     attributes       Map(String, String) CODEC(ZSTD(1)),
+    kafka_topic      LowCardinality(String),
     kafka_partition  Int32,
     kafka_offset     Int64 CODEC(Delta, ZSTD(1)),
     ingested_at      DateTime64(3, 'UTC') DEFAULT now64(3) CODEC(Delta, ZSTD(1)),

@@ -7,8 +7,11 @@ thread of its own, and handed to the pure ``Pipeline`` a batch at a time.
 Ordering of effects per flush (at-least-once with idempotent writes):
 events to ClickHouse (deduplication token from partition/offset ranges) →
 dead letters acknowledged by Kafka → closed buckets to ClickHouse and to the
-``on_closed`` callback → offsets committed. A crash anywhere before the commit
-replays the batch; the token keeps a replayed events insert from counting twice.
+``on_closed`` callback → offsets committed, but never past the first offset
+that still feeds an open bucket. After a restart the worker reads those events
+again: ClickHouse tells it which offsets are stored (not inserted again) and
+which minutes were closed (their events are not counted again), and the open
+minutes are rebuilt exactly.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -33,6 +36,7 @@ from tracewatch.sinks.kafka import DeadLetterPublisher
 __all__ = ["IngestLoop", "PendingBatch"]
 
 log = logging.getLogger("tracewatch.ingest")
+T = TypeVar("T")
 
 
 @dataclass
@@ -91,6 +95,9 @@ class IngestLoop:
         self.last_error: str | None = None
         self._consumer: Consumer | None = None
         self._eof_since: dict[int, float] = {}
+        self._stored: dict[int, int] = {}  # partition → last offset already in ClickHouse
+        self._next: dict[int, int] = {}  # partition → offset after the last one flushed
+        self._committed: dict[int, int] = {}
 
     def run(self, stop: threading.Event) -> None:
         self._consumer = self._make_consumer()
@@ -125,6 +132,8 @@ class IngestLoop:
             "rejected_total": c.rejected_total,
             "late": c.late,
             "stored_events": self.stored_events,
+            "pending_events": len(self.pending.events),
+            "replayed_dropped": self.pipeline.aggregator.replayed_dropped,
             "stats_rows": self.stats_rows,
             "open_buckets": self.pipeline.aggregator.open_buckets,
             "watermark": self.pipeline.aggregator.watermark,
@@ -134,15 +143,15 @@ class IngestLoop:
         }
 
     def _process(self, raw: list[RawMessage]) -> None:
-        result = self.pipeline.process(raw)
+        result = self.pipeline.process(raw, self._stored)
         p = self.pending
         if p.empty:
             p.started = time.monotonic()
         for message in raw:
             p.note(message.partition, message.offset)
-        p.events.extend(result.events)
-        p.partitions.extend(m.partition for m in result.sources)
-        p.offsets.extend(m.offset for m in result.sources)
+        p.events.extend(result.events[i] for i in result.to_store)
+        p.partitions.extend(result.sources[i].partition for i in result.to_store)
+        p.offsets.extend(result.sources[i].offset for i in result.to_store)
         self._add_closed(result.closed)
         if result.rejected:
             self.dlq.publish(result.rejected)
@@ -182,15 +191,19 @@ class IngestLoop:
         )
 
     def _flush_with_retry(self) -> None:
+        self._retry(self._flush)
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        """Retry sink failures with capped exponential backoff; nothing is committed meanwhile."""
         delay = 0.5
         while True:
             try:
-                self._flush()
+                result = call()
                 self.last_error = None
-                return
+                return result
             except SinkError as exc:
                 self.last_error = str(exc)
-                log.warning("flush failed, retrying in %.1fs: %s", delay, exc)
+                log.warning("sink failed, retrying in %.1fs: %s", delay, exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
@@ -200,7 +213,7 @@ class IngestLoop:
             return
         if p.events:
             self.sink.write_events(
-                event_columns(p.events, p.partitions, p.offsets), p.token(self.topic)
+                event_columns(p.events, p.partitions, p.offsets, self.topic), p.token(self.topic)
             )
         self.dlq.flush()
         if p.closed:
@@ -214,25 +227,41 @@ class IngestLoop:
         self.pending = PendingBatch()
 
     def _commit(self, p: PendingBatch) -> None:
-        if not p.last_offset or self._consumer is None:
+        for part, off in p.last_offset.items():
+            self._next[part] = off + 1
+        if self._consumer is None:
             return
-        offsets = [TopicPartition(self.topic, part, off + 1) for part, off in p.last_offset.items()]
+        holdback = self.pipeline.aggregator.holdback()
+        targets = {part: min(nxt, holdback.get(part, nxt)) for part, nxt in self._next.items()}
+        advance = {
+            part: off for part, off in targets.items() if off > self._committed.get(part, -1)
+        }
+        if not advance:
+            return
+        offsets = [TopicPartition(self.topic, part, off) for part, off in advance.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._committed.update(advance)
         except KafkaException as exc:
             # Lost the partitions in a rebalance: the new owner replays from the last
             # commit and the deduplication token keeps the events table exact.
             log.warning("offset commit failed: %s", exc)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Learn from ClickHouse what a previous run already stored and closed."""
+        self._stored = self._retry(lambda: self.sink.stored_offsets(self.topic))
+        closed_until = self._retry(self.sink.closed_until)
+        self.pipeline.aggregator.restore_closed_until(closed_until)
         for tp in partitions:
             self.pipeline.aggregator.assign_partition(tp.partition)
+        log.info("assigned %s; stored up to %s", [tp.partition for tp in partitions], self._stored)
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush_with_retry()
         for tp in partitions:
             self.pipeline.aggregator.forget_partition(tp.partition)
-            self._eof_since.pop(tp.partition, None)
+            for state in (self._eof_since, self._next, self._committed):
+                state.pop(tp.partition, None)
 
     def _make_consumer(self) -> Consumer:
         k = self.settings.kafka
