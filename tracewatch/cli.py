@@ -263,7 +263,9 @@ def _print_query(
         for row in result.rows:
             out.print_json(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
         return
-    table = Table(*result.columns, title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in result.columns:
+        table.add_column(name, no_wrap=True)
     for row in result.rows:
         table.add_row(*(_cell(v) for v in row))
     out.print(table)
