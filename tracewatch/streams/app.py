@@ -50,6 +50,10 @@ class IngestService(mode.Service):
         if self._thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 60.0)
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         try:
             self.ingest.run(self._stop_event)
@@ -90,7 +94,7 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
     @app.page("/status")
     async def status(web: Any, request: Any) -> Any:
         body = service.ingest.status()
-        body["ingest_alive"] = service._thread is not None and service._thread.is_alive()
+        body["ingest_alive"] = service.alive
         body["ingest_error"] = None if service.failed is None else repr(service.failed)
         return web.json(body)
 

@@ -17,6 +17,7 @@ minutes are rebuilt exactly.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -136,7 +137,7 @@ class IngestLoop:
             "replayed_dropped": self.pipeline.aggregator.replayed_dropped,
             "stats_rows": self.stats_rows,
             "open_buckets": self.pipeline.aggregator.open_buckets,
-            "watermark": self.pipeline.aggregator.watermark,
+            "watermark": _finite_or_none(self.pipeline.aggregator.watermark),
             "flushes": self.flushes,
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "last_error": self.last_error,
@@ -294,3 +295,8 @@ class IngestLoop:
     @staticmethod
     def _raw(message: Any) -> RawMessage:
         return RawMessage(message.value(), message.key(), message.partition(), message.offset())
+
+
+def _finite_or_none(value: float) -> float | None:
+    """JSON has no infinities; "no watermark yet" is null."""
+    return value if math.isfinite(value) else None
