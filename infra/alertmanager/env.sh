@@ -104,31 +104,34 @@ am_package_service_pids() {
 
 # Stop (and disable at boot) the package's own service and kill what is left of it.
 am_stop_package_service() {
-  local pids pid stopped=0
-  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now "$ALERTMANAGER_PACKAGE.service" >/dev/null 2>&1 && stopped=1
-  else
-    # no systemd: the postinst went through invoke-rc.d (the init.d script); disable it at boot
-    if command -v update-rc.d >/dev/null 2>&1 && [[ -x "/etc/init.d/$ALERTMANAGER_PACKAGE" ]]; then
-      update-rc.d "$ALERTMANAGER_PACKAGE" disable >/dev/null 2>&1 || true
-    fi
-  fi
+  local pids pid
   mapfile -t pids < <(am_package_service_pids)
-  ((${#pids[@]})) || { ((stopped)) && am_log "stopped + disabled the package's systemd service"; return 0; }
+  if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
+    if systemctl disable --now "$ALERTMANAGER_PACKAGE.service" >/dev/null 2>&1; then
+      am_log "disabled + stopped the package's systemd service ($ALERTMANAGER_PACKAGE.service)"
+    fi
+  elif command -v update-rc.d >/dev/null 2>&1 && [[ -x "/etc/init.d/$ALERTMANAGER_PACKAGE" ]]; then
+    # no systemd: the postinst went through invoke-rc.d (the init.d script); disable it at boot
+    update-rc.d "$ALERTMANAGER_PACKAGE" disable >/dev/null 2>&1 || true
+  fi
+  ((${#pids[@]})) || return 0
+  for pid in "${pids[@]}"; do
+    am_read_args "$pid" || true
+    am_log "stopping the instance started by the package's service (pid $pid: ${am_args[*]:-?})"
+  done
   if [[ -x "/etc/init.d/$ALERTMANAGER_PACKAGE" ]]; then
     "/etc/init.d/$ALERTMANAGER_PACKAGE" stop >/dev/null 2>&1 || true
   fi
   for pid in "${pids[@]}"; do
-    am_alive "$pid" || continue
-    am_read_args "$pid" || true
-    am_log "stopping the instance the package's service started (pid $pid: ${am_args[*]:-?})"
-    kill -TERM "$pid" 2>/dev/null || true
+    if am_alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; fi
   done
   local deadline=$((SECONDS + 10))
   for pid in "${pids[@]}"; do
     while am_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-    if am_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+    if am_alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+    if am_alive "$pid"; then am_err "could not stop pid $pid"; return 1; fi
   done
+  am_log "stopped (${#pids[@]} process(es))"
 }
 
 # TCP connect check: am_port_open [host] [port]
