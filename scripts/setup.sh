@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv (Python 3.11+) and install tracewatch into it, editable, with the dev tools.
-# Idempotent: skips the install when pyproject.toml has not changed since the last one.
+# Idempotent: skips the install when pyproject.toml and constraints.txt have not changed.
+# constraints.txt pins the versions the suite last passed with (regenerate it with
+# `.venv/bin/pip freeze --exclude-editable > constraints.txt` after an upgrade).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -21,11 +23,11 @@ if [[ ! -x .venv/bin/python ]]; then
   "$python" -m venv .venv
 fi
 stamp=.venv/.tracewatch-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
   echo "setup: installing tracewatch and its dependencies into .venv (first time: about 2 minutes)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"
 fi
 echo "setup: ready ($(.venv/bin/tracewatch --version 2>/dev/null || echo tracewatch) in .venv)"
