@@ -185,9 +185,10 @@ def replay(
     from tracewatch.replay import replay_file
 
     if rules is not None:
-        if not rules.is_file():
-            raise ConfigError(f"--rules {rules}: no such file")
-        err.print("note: --rules is accepted but not applied yet (alert rules are not built yet)")
+        from tracewatch.schemas.rules import load_rules
+
+        load_rules(rules)  # a broken rules file is an error now, with its line numbers
+        err.print("note: the rules file is valid but not applied yet (detectors are not wired in)")
     settings = _settings(dsn=dsn, allowed_lateness_s=allowed_lateness)
     report = replay_file(events, alerts_out, breakers_out, settings)
     c = report.counters

@@ -1,0 +1,735 @@
+"""The alert rules file: pydantic models, a loader, and per-route resolution.
+
+A rules file says which statistic of which metric to watch, on which routes,
+and when it is bad: above or below a static threshold, or far from its own
+recent baseline::
+
+    defaults:                 # optional; every rule inherits what it does not set
+      for: 2m
+      resolve_after: 3m
+      cooldown: 5m
+      severity: warning
+    rules:
+      - name: CostP95High     # the alertname
+        metric: cost_usd
+        stat: p95
+        routes: ["refund/*"]  # fnmatch globs; omitted = every route
+        above: 0.02
+      - name: CostVsBaseline
+        metric: cost_usd
+        stat: p95
+        baseline: {ratio_above: 2.0, window: 5m, history: 60m, min_z: 4}
+    overrides:                # optional, applied in file order, later ones win
+      - route: support/chat
+        rule: CostP95High
+        above: 0.005
+
+Everything here is pure: ``parse_rules`` takes text, ``load_rules`` only reads
+the file it is given. Every problem raises ``ConfigError`` with one line per
+problem, each naming the file, the line and column in the YAML, the field path
+and what to change, e.g.
+``rules.yaml:7:5: rules[1].stat: 'p96' is not one of p50, p95, p99, mean, max, rate``.
+
+Lifecycle durations (``for``, ``resolve_after``, ``cooldown``) may be 0 (fire at
+the first breach, resolve at the first clear, no cooldown), as in
+``LifecyclePolicy``; baseline windows must be whole minutes, as in
+``BaselineDetector``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from tracewatch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tracewatch.detectors.lifecycle import LifecyclePolicy
+
+__all__ = [
+    "BaselineSpec",
+    "Defaults",
+    "Override",
+    "ResolvedRule",
+    "Rule",
+    "RulesFile",
+    "load_rules",
+    "parse_duration",
+    "parse_rules",
+]
+
+Severity = Literal["info", "warning", "critical"]
+Stat = Literal["p50", "p95", "p99", "mean", "max", "rate"]
+
+PLAIN_METRICS: tuple[str, ...] = (
+    "cost_usd",
+    "latency_ms",
+    "error_rate",
+    "loop_depth",
+    "input_tokens",
+    "output_tokens",
+)
+# Which statistics make sense for which metric ("score:*" stands for every score).
+_STATS_FOR: dict[str, tuple[str, ...]] = {
+    "error_rate": ("rate",),
+    "score:*": ("mean",),
+    "loop_depth": ("max", "p95"),
+    "cost_usd": ("p50", "p95", "p99", "mean", "max"),
+    "latency_ms": ("p50", "p95", "p99", "mean", "max"),
+    "input_tokens": ("p50", "p95", "p99", "mean", "max"),
+    "output_tokens": ("p50", "p95", "p99", "mean", "max"),
+}
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_SCORE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_DURATION = re.compile(r"\s*([+-]?\d+(?:\.\d+)?|[+-]?\.\d+)\s*(ms|s|m|h|d)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_MAX_REPORTED = 10
+
+
+# --------------------------------------------------------------------------- durations
+
+
+def _seconds(value: object) -> float:
+    """Seconds from ``90``, ``"90s"``, ``"2m"``, ``"1h"``; ``ValueError`` says what is wrong."""
+    hint = 'use a number of seconds or a number with a unit: "90s", "2m", "1h"'
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{value!r} is not a duration; {hint}")
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration; {hint}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration; {hint}")
+    if seconds < 0:
+        raise ValueError(f"duration {value!r} is negative; durations must be >= 0, e.g. 2m")
+    return seconds
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a duration: ``90``, ``"90s"``, ``"2m"``, ``"1h"`` (also ``ms``, ``d``).
+
+    Raises ``ConfigError`` for anything else, including negative, NaN and
+    infinite values and booleans.
+    """
+    try:
+        return _seconds(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _whole_minutes(value: object) -> float:
+    seconds = _seconds(value)
+    if seconds < 60 or seconds % 60:
+        raise ValueError(
+            f"{value!r} is not a whole number of minutes (at least 1m); "
+            "the baseline detector works per minute, e.g. 5m or 60m"
+        )
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(_seconds)]
+Minutes = Annotated[float, BeforeValidator(_whole_minutes)]
+Threshold = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value) or len(value) > 128:
+        raise ValueError(
+            f"{value!r} is not a valid rule name; it becomes the alertname, so start with a "
+            "letter and use only letters, digits and _ (at most 128), e.g. CostP95High"
+        )
+    return value
+
+
+def _check_metric(value: str) -> str:
+    if value in PLAIN_METRICS:
+        return value
+    if value.startswith("score:") and _SCORE_NAME.fullmatch(value[len("score:") :]):
+        return value
+    raise ValueError(
+        f"{value!r} is not a metric; use one of {', '.join(PLAIN_METRICS)} "
+        "or score:<name> (e.g. score:groundedness)"
+    )
+
+
+def _check_pattern(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a route or route glob must not be empty; e.g. refund/* or support/chat")
+    return value
+
+
+RuleName = Annotated[str, Field(strict=True), AfterValidator(_check_name)]
+Metric = Annotated[str, Field(strict=True), AfterValidator(_check_metric)]
+RoutePattern = Annotated[str, Field(strict=True), AfterValidator(_check_pattern)]
+
+Issue = tuple[tuple[str | int, ...], str]
+
+
+def _fail(issues: list[Issue]) -> PydanticCustomError:
+    """One validation error carrying several (relative location, message) problems."""
+    return PydanticCustomError(
+        "rules_invalid", "{message}", {"message": issues[0][1], "issues": issues}
+    )
+
+
+def _stats_for(metric: str) -> tuple[str, ...]:
+    return _STATS_FOR["score:*" if metric.startswith("score:") else metric]
+
+
+def _threshold_problem(metric: str, key: str, value: float) -> str | None:
+    """Why a static threshold can never be crossed meaningfully, or ``None``."""
+    if metric == "error_rate" or metric.startswith("score:"):
+        if not 0.0 <= value <= 1.0:
+            return f"{value!r} is outside [0, 1]; {metric} is a fraction, e.g. {key}: 0.05"
+    elif value < 0:
+        return f"{value!r} is negative; {metric} is never negative, so use a value >= 0"
+    return None
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Defaults(_Model):
+    """What every rule inherits unless it says otherwise (durations in seconds)."""
+
+    for_: Duration = Field(120.0, alias="for")
+    resolve_after: Duration = 180.0
+    cooldown: Duration = 300.0
+    severity: Severity = "warning"
+
+
+class BaselineSpec(_Model):
+    """Alert when the window's statistic is far from its own recent history.
+
+    ``ratio_above: 2`` fires when the window is at least twice the baseline,
+    ``ratio_below: 0.5`` when it is at most half of it; ``min_z`` is the robust
+    z-score the move must also reach (``BaselineDetector.min_z``).
+    """
+
+    ratio_above: Threshold | None = None
+    ratio_below: Threshold | None = None
+    window: Minutes = 300.0
+    history: Minutes = 3600.0
+    min_z: Threshold = 4.0
+
+    @model_validator(mode="after")
+    def _check(self) -> BaselineSpec:
+        issues: list[Issue] = []
+        if self.ratio_above is None and self.ratio_below is None:
+            issues.append(((), "set one of ratio_above (e.g. 2.0) or ratio_below (e.g. 0.5)"))
+        elif self.ratio_above is not None and self.ratio_below is not None:
+            issues.append(
+                (("ratio_below",), "set only one of ratio_above or ratio_below, not both")
+            )
+        if self.ratio_above is not None and self.ratio_above <= 1.0:
+            issues.append(
+                (
+                    ("ratio_above",),
+                    f"{self.ratio_above!r} must be > 1 (2.0 means twice the baseline)",
+                )
+            )
+        if self.ratio_below is not None and not 0.0 < self.ratio_below < 1.0:
+            issues.append(
+                (
+                    ("ratio_below",),
+                    f"{self.ratio_below!r} must be between 0 and 1 (0.5 means half the baseline)",
+                )
+            )
+        if self.min_z < 0:
+            issues.append((("min_z",), f"{self.min_z!r} is negative; use a value >= 0, e.g. 4"))
+        if issues:
+            raise _fail(issues)
+        return self
+
+    @property
+    def direction(self) -> Literal["up", "down"]:
+        return "up" if self.ratio_above is not None else "down"
+
+    @property
+    def min_ratio(self) -> float:
+        """The factor as ``BaselineDetector`` takes it (>= 1 in either direction)."""
+        if self.ratio_above is not None:
+            return self.ratio_above
+        assert self.ratio_below is not None
+        return 1.0 / self.ratio_below
+
+    @property
+    def window_minutes(self) -> int:
+        return int(self.window // 60)
+
+    @property
+    def history_minutes(self) -> int:
+        return int(self.history // 60)
+
+
+class Rule(_Model):
+    """One alert condition; unset lifecycle fields and severity come from ``defaults``."""
+
+    name: RuleName
+    metric: Metric
+    stat: Stat
+    routes: list[RoutePattern] | None = None
+    above: Threshold | None = None
+    below: Threshold | None = None
+    baseline: BaselineSpec | None = None
+    severity: Severity | None = None
+    for_: Duration | None = Field(None, alias="for")
+    resolve_after: Duration | None = None
+    cooldown: Duration | None = None
+    enabled: StrictBool = True
+
+    @field_validator("routes")
+    @classmethod
+    def _some_routes(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list matches no route; omit routes to match every route")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Rule:
+        issues: list[Issue] = []
+        allowed = _stats_for(self.metric)
+        if self.stat not in allowed:
+            issues.append(
+                (
+                    ("stat",),
+                    f"{self.stat!r} does not fit metric {self.metric}; use {' or '.join(allowed)}",
+                )
+            )
+        given = [key for key in ("above", "below", "baseline") if getattr(self, key) is not None]
+        if not given:
+            issues.append(
+                (
+                    (),
+                    "set exactly one of above, below or baseline; "
+                    "none is set (e.g. above: 0.02 or baseline: {ratio_above: 2.0})",
+                )
+            )
+        elif len(given) > 1:
+            issues.append(
+                (
+                    (given[1],),
+                    f"set exactly one of above, below or baseline; this rule sets "
+                    f"{' and '.join(given)}: keep one and remove the others",
+                )
+            )
+        for key in ("above", "below"):
+            value = getattr(self, key)
+            problem = None if value is None else _threshold_problem(self.metric, key, value)
+            if problem is not None:
+                issues.append(((key,), problem))
+        if issues:
+            raise _fail(issues)
+        return self
+
+    def matches(self, route: str) -> bool:
+        """Whether this rule watches ``route`` (every route when ``routes`` is omitted)."""
+        return self.routes is None or any(fnmatchcase(route, glob) for glob in self.routes)
+
+
+class Override(_Model):
+    """A change to one named rule on the routes matching ``route`` (exact or glob)."""
+
+    route: RoutePattern
+    rule: RuleName
+    above: Threshold | None = None
+    below: Threshold | None = None
+    severity: Severity | None = None
+    for_: Duration | None = Field(None, alias="for")
+    resolve_after: Duration | None = None
+    cooldown: Duration | None = None
+    enabled: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Override:
+        changes = ("above", "below", "severity", "for_", "resolve_after", "cooldown", "enabled")
+        if all(getattr(self, key) is None for key in changes):
+            raise _fail(
+                [
+                    (
+                        (),
+                        "this override changes nothing; set at least one of above, below, "
+                        "severity, for, resolve_after, cooldown or enabled",
+                    )
+                ]
+            )
+        return self
+
+    def matches(self, route: str) -> bool:
+        return route == self.route or fnmatchcase(route, self.route)
+
+
+def _none_is_empty(value: object) -> object:
+    """``rules:`` with nothing under it is an empty list, not an error."""
+    return [] if value is None else value
+
+
+class RulesFile(_Model):
+    """A whole rules file; ``for_route`` gives the rules that apply to one route."""
+
+    defaults: Defaults = Defaults.model_validate({})
+    rules: Annotated[list[Rule], BeforeValidator(_none_is_empty)] = Field(default_factory=list)
+    overrides: Annotated[list[Override], BeforeValidator(_none_is_empty)] = Field(
+        default_factory=list
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _none_is_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "defaults" in data and data["defaults"] is None:
+            return {key: value for key, value in data.items() if key != "defaults"}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> RulesFile:
+        issues: list[Issue] = []
+        first: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.name in first:
+                issues.append(
+                    (
+                        ("rules", index, "name"),
+                        f"{rule.name!r} is already the name of rules[{first[rule.name]}]; "
+                        "rule names become alertnames and must be unique",
+                    )
+                )
+            else:
+                first[rule.name] = index
+        by_name = {rule.name: rule for rule in self.rules}
+        for index, override in enumerate(self.overrides):
+            target = by_name.get(override.rule)
+            if target is None:
+                close = difflib.get_close_matches(override.rule, list(by_name), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                known = ", ".join(by_name) or "none"
+                issues.append(
+                    (
+                        ("overrides", index, "rule"),
+                        f"no rule is named {override.rule!r}{hint} (rules: {known})",
+                    )
+                )
+                continue
+            for key in ("above", "below"):
+                value = getattr(override, key)
+                if value is None:
+                    continue
+                if getattr(target, key) is None:
+                    uses = next(
+                        k for k in ("above", "below", "baseline") if getattr(target, k) is not None
+                    )
+                    issues.append(
+                        (
+                            ("overrides", index, key),
+                            f"rule {target.name} uses {uses}, not {key}; "
+                            f"an override can only change the threshold the rule has",
+                        )
+                    )
+                    continue
+                problem = _threshold_problem(target.metric, key, value)
+                if problem is not None:
+                    issues.append((("overrides", index, key), problem))
+        if issues:
+            raise _fail(issues)
+        return self
+
+    def for_route(self, route: str) -> list[ResolvedRule]:
+        """The enabled rules for ``route``, defaults and matching overrides applied."""
+        resolved: list[ResolvedRule] = []
+        for rule in self.rules:
+            if not rule.matches(route):
+                continue
+            values: dict[str, Any] = {
+                "above": rule.above,
+                "below": rule.below,
+                "severity": rule.severity or self.defaults.severity,
+                "for_": _first(rule.for_, self.defaults.for_),
+                "resolve_after": _first(rule.resolve_after, self.defaults.resolve_after),
+                "cooldown": _first(rule.cooldown, self.defaults.cooldown),
+                "enabled": rule.enabled,
+            }
+            for override in self.overrides:
+                if override.rule == rule.name and override.matches(route):
+                    for key in values:
+                        change = getattr(override, key)
+                        if change is not None:
+                            values[key] = change
+            if not values["enabled"]:
+                continue
+            resolved.append(
+                ResolvedRule(
+                    name=rule.name,
+                    route=route,
+                    metric=rule.metric,
+                    stat=rule.stat,
+                    severity=values["severity"],
+                    above=values["above"],
+                    below=values["below"],
+                    baseline=rule.baseline,
+                    for_s=values["for_"],
+                    resolve_after_s=values["resolve_after"],
+                    cooldown_s=values["cooldown"],
+                )
+            )
+        return resolved
+
+
+def _first(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+@dataclass(frozen=True)
+class ResolvedRule:
+    """One rule as it applies to one route: everything a detector needs, seconds for times."""
+
+    name: str
+    route: str
+    metric: str
+    stat: Stat
+    severity: Severity
+    above: float | None
+    below: float | None
+    baseline: BaselineSpec | None
+    for_s: float
+    resolve_after_s: float
+    cooldown_s: float
+
+    @property
+    def detector(self) -> Literal["threshold", "baseline"]:
+        """The ``labels.detector`` of this rule's alerts."""
+        return "baseline" if self.baseline is not None else "threshold"
+
+    @property
+    def threshold(self) -> float | None:
+        """The static threshold (``above`` or ``below``), ``None`` for baseline rules."""
+        return self.above if self.above is not None else self.below
+
+    def lifecycle_policy(self, max_states: int = 10_000) -> LifecyclePolicy:
+        from tracewatch.detectors.lifecycle import LifecyclePolicy
+
+        return LifecyclePolicy(
+            for_s=self.for_s,
+            resolve_after_s=self.resolve_after_s,
+            cooldown_s=self.cooldown_s,
+            max_states=max_states,
+        )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_rules(path: Path) -> RulesFile:
+    """Read and validate a rules file; ``ConfigError`` names the file, line and field."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the rules file is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the rules file ({exc.strerror or exc}); check --rules"
+        ) from None
+    return parse_rules(text, source=str(path))
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
+    """Validate rules YAML text; ``source`` names it in error messages."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            f"{where}: YAML syntax error: {problem}; check indentation, colons and quotes"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: YAML syntax error: {exc}") from None
+
+    marks: dict[tuple[str | int, ...], tuple[int, int]] = {}
+    problems: list[str] = []
+    if root is not None:
+        for path, line, col, duplicate in _walk(root, ()):
+            if duplicate:
+                problems.append(
+                    f"{source}:{line}:{col}: {_path(path)}: key {path[-1]!r} appears twice "
+                    "in this mapping; keep one"
+                )
+            else:
+                marks.setdefault(path, (line, col))
+        marks[()] = (root.start_mark.line + 1, root.start_mark.column + 1)
+    if problems:
+        raise ConfigError("\n".join(problems[:_MAX_REPORTED]))
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        line, col = marks.get((), (1, 1))
+        raise ConfigError(
+            f"{source}:{line}:{col}: (top level): expected a mapping with 'rules:' "
+            f"(and optional 'defaults:', 'overrides:'), got a {_yaml_type(data)}"
+        )
+    try:
+        return RulesFile.model_validate(data)
+    except ValidationError as exc:
+        located = [
+            _format(source, marks, loc, message)
+            for loc, message in _issues(exc.errors(include_url=False))
+        ]
+    lines = [text for _, _, text in sorted(located, key=lambda item: item[:2])]
+    extra = len(lines) - _MAX_REPORTED
+    shown = lines[:_MAX_REPORTED]
+    if extra > 0:
+        shown.append(f"{source}: ... and {extra} more problem{'s' if extra > 1 else ''}")
+    raise ConfigError("\n".join(shown))
+
+
+def _walk(
+    node: yaml.Node, path: tuple[str | int, ...], depth: int = 0
+) -> Iterator[tuple[tuple[str | int, ...], int, int, bool]]:
+    """(path, line, column, is_duplicate_key) for every mapping key and list item."""
+    if depth > 50:
+        return
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = (*path, key)
+            mark = key_node.start_mark
+            yield child, mark.line + 1, mark.column + 1, key in seen and key != "<<"
+            seen.add(key)
+            yield from _walk(value_node, child, depth + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            yield child, item.start_mark.line + 1, item.start_mark.column + 1, False
+            yield from _walk(item, child, depth + 1)
+
+
+def _issues(errors: list[Any]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """(absolute location, message) for every pydantic error, our grouped ones expanded."""
+    for error in errors:
+        loc: tuple[str | int, ...] = tuple(error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "rules_invalid":
+            for relative, message in ctx["issues"]:
+                yield (*loc, *relative), message
+        else:
+            yield loc, _message(loc, error)
+
+
+def _message(loc: tuple[str | int, ...], error: Mapping[str, Any]) -> str:
+    kind: str = error["type"]
+    ctx = error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown key {loc[-1]!r}; {hint}allowed keys here: {', '.join(allowed)}"
+    if kind == "missing":
+        return f"required key {loc[-1]!r} is missing"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"{value!r} is not one of {', '.join(choices)}"
+    if kind == "finite_number":
+        return f"{_yaml_scalar(value)} is not a finite number; use a plain number, e.g. 0.02"
+    if kind in {"value_error", "assertion_error"}:
+        return re.sub(r"^(Value error|Assertion failed), ", "", str(error["msg"]))
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"expected a mapping (key: value lines), got a {_yaml_type(value)}"
+    if kind == "list_type":
+        return f'expected a list (e.g. ["refund/*"]), got a {_yaml_type(value)}'
+    if kind in {"float_type", "float_parsing"}:
+        return f"expected a number, got {_yaml_scalar(value)} ({_yaml_type(value)})"
+    if kind == "bool_type":
+        return f"expected true or false, got {_yaml_scalar(value)}"
+    if kind == "string_type":
+        return f"expected a string, got {_yaml_scalar(value)} ({_yaml_type(value)})"
+    return f"{error['msg']} (got {_yaml_scalar(value)})"
+
+
+def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """The keys the model at ``loc`` accepts (by their YAML names)."""
+    model: type[BaseModel] = RulesFile
+    if loc[:1] == ("defaults",):
+        model = Defaults
+    elif loc[:1] == ("rules",):
+        model = BaselineSpec if loc[2:3] == ("baseline",) else Rule
+    elif loc[:1] == ("overrides",):
+        model = Override
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _format(
+    source: str,
+    marks: Mapping[tuple[str | int, ...], tuple[int, int]],
+    loc: tuple[str | int, ...],
+    message: str,
+) -> tuple[int, int, str]:
+    """``file:line:col: path: message``, at the nearest node of ``loc`` the YAML has."""
+    probe = loc
+    while probe not in marks and probe:
+        probe = probe[:-1]
+    line, col = marks.get(probe, (1, 1))
+    return line, col, f"{source}:{line}:{col}: {_path(loc)}: {message}"
+
+
+def _path(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def _yaml_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "mapping"
+    return type(value).__name__
+
+
+def _yaml_scalar(value: object) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
