@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tracewatch.config import WorkerSettings
 from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket, RowSources
 from tracewatch.detectors.columns import EventColumns, key_of
 from tracewatch.detectors.dedup import RecentIds
@@ -80,6 +81,15 @@ class Pipeline:
         self.max_message_bytes = max_message_bytes
         self.recent_ids = RecentIds(dedup_window)
         self.counters = PipelineCounters()
+
+    @classmethod
+    def from_settings(cls, worker: WorkerSettings) -> Pipeline:
+        """The pipeline the worker and replay both build, so they cannot drift apart."""
+        return cls(
+            allowed_lateness_s=worker.allowed_lateness_s,
+            max_message_bytes=worker.max_message_bytes,
+            dedup_window=worker.dedup_window,
+        )
 
     def process(
         self, messages: Sequence[RawMessage], stored: Mapping[int, int] | None = None

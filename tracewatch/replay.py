@@ -49,12 +49,7 @@ def replay_file(
     """Run the pipeline over ``events_path``; invalid lines are counted, not fatal."""
     if not events_path.is_file():
         raise ConfigError(f"{events_path}: no such file (give a JSON-lines file of trace events)")
-    w = settings.worker
-    pipeline = Pipeline(
-        allowed_lateness_s=w.allowed_lateness_s,
-        max_message_bytes=w.max_message_bytes,
-        dedup_window=w.dedup_window,
-    )
+    pipeline = Pipeline.from_settings(settings.worker)
     report = ReplayReport(pipeline.counters)
     started = time.perf_counter()
     for out in (alerts_out, breakers_out):

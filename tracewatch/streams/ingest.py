@@ -81,12 +81,7 @@ class IngestLoop:
         self.topic = settings.kafka.events_topic
         self.sink = sink
         self.on_closed = on_closed
-        w = settings.worker
-        self.pipeline = Pipeline(
-            allowed_lateness_s=w.allowed_lateness_s,
-            max_message_bytes=w.max_message_bytes,
-            dedup_window=w.dedup_window,
-        )
+        self.pipeline = Pipeline.from_settings(settings.worker)
         self.dlq = DeadLetterPublisher(settings.kafka, self.topic)
         self.pending = PendingBatch()
         self.stored_events = 0
