@@ -29,19 +29,19 @@ __all__ = [
     "top_routes_query",
 ]
 
-#: statistic name → SQL expression over ``events`` for the top-routes query.
+#: statistic name → the SQL column (over ``events``) the top-routes query shows and ranks by.
 TOP_STATISTICS: dict[str, str] = {
     "count": "count()",
-    "error_rate": "countIf(status != 'ok') / count()",
-    "cost_sum": "sum(cost_usd)",
-    "cost_p50": "quantileDD(0.01, 0.5)(cost_usd)",
-    "cost_p95": "quantileDD(0.01, 0.95)(cost_usd)",
-    "cost_p99": "quantileDD(0.01, 0.99)(cost_usd)",
-    "latency_p50": "quantileDD(0.01, 0.5)(latency_ms)",
-    "latency_p95": "quantileDD(0.01, 0.95)(latency_ms)",
-    "latency_p99": "quantileDD(0.01, 0.99)(latency_ms)",
-    "input_tokens_mean": "avg(input_tokens)",
-    "output_tokens_mean": "avg(output_tokens)",
+    "error_rate": "round(countIf(status != 'ok') / count(), 4)",
+    "cost_sum": "round(sum(cost_usd), 4)",
+    "cost_p50": "round(quantileDD(0.01, 0.5)(cost_usd), 6)",
+    "cost_p95": "round(quantileDD(0.01, 0.95)(cost_usd), 6)",
+    "cost_p99": "round(quantileDD(0.01, 0.99)(cost_usd), 6)",
+    "latency_p50": "round(quantileDD(0.01, 0.5)(latency_ms), 1)",
+    "latency_p95": "round(quantileDD(0.01, 0.95)(latency_ms), 1)",
+    "latency_p99": "round(quantileDD(0.01, 0.99)(latency_ms), 1)",
+    "input_tokens_mean": "round(avg(input_tokens), 1)",
+    "output_tokens_mean": "round(avg(output_tokens), 1)",
     "loop_depth_max": "max(loop_depth)",
 }
 
@@ -66,20 +66,10 @@ def top_routes_query(statistic: str) -> str:
         if m
         else ""
     )
+    columns = ",\n       ".join(f"{sql} AS {name}" for name, sql in TOP_STATISTICS.items())
     return f"""
 SELECT route,
-       count() AS count,
-       round(countIf(status != 'ok') / count(), 4) AS error_rate,
-       round(sum(cost_usd), 4) AS cost_sum,
-       round(quantileDD(0.01, 0.5)(cost_usd), 6) AS cost_p50,
-       round(quantileDD(0.01, 0.95)(cost_usd), 6) AS cost_p95,
-       round(quantileDD(0.01, 0.99)(cost_usd), 6) AS cost_p99,
-       round(quantileDD(0.01, 0.5)(latency_ms), 1) AS latency_p50,
-       round(quantileDD(0.01, 0.95)(latency_ms), 1) AS latency_p95,
-       round(quantileDD(0.01, 0.99)(latency_ms), 1) AS latency_p99,
-       round(avg(input_tokens), 1) AS input_tokens_mean,
-       round(avg(output_tokens), 1) AS output_tokens_mean,
-       max(loop_depth) AS loop_depth_max{score_column}
+       {columns}{score_column}
 FROM {{db:Identifier}}.events
 WHERE ts >= {{since:DateTime64(3, 'UTC')}} AND ts < {{until:DateTime64(3, 'UTC')}}
 GROUP BY route

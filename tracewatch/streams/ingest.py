@@ -52,6 +52,11 @@ class PendingBatch:
     last_offset: dict[int, int] = field(default_factory=dict)
     started: float = 0.0
 
+    def start_clock(self) -> None:
+        """Call before adding anything: the flush interval counts from the first addition."""
+        if self.empty:
+            self.started = time.monotonic()
+
     def note(self, partition: int, offset: int) -> None:
         self.first_offset.setdefault(partition, offset)
         self.last_offset[partition] = offset
@@ -141,8 +146,7 @@ class IngestLoop:
     def _process(self, raw: list[RawMessage]) -> None:
         result = self.pipeline.process(raw, self._stored)
         p = self.pending
-        if p.empty:
-            p.started = time.monotonic()
+        p.start_clock()
         for message in raw:
             p.note(message.partition, message.offset)
         p.events.extend(result.events[i] for i in result.to_store)
@@ -172,8 +176,7 @@ class IngestLoop:
 
     def _add_closed(self, closed: list[ClosedBucket]) -> None:
         if closed:
-            if self.pending.empty:
-                self.pending.started = time.monotonic()
+            self.pending.start_clock()
             self.pending.closed.extend(closed)
 
     def _flush_due(self) -> bool:
