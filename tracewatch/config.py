@@ -19,7 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tracewatch.errors import ConfigError
 
 __all__ = [
+    "AlertmanagerSettings",
     "ClickHouseSettings",
+    "DetectSettings",
     "KafkaSettings",
     "Settings",
     "WorkerSettings",
@@ -143,6 +145,53 @@ class WorkerSettings(BaseSettings):
     web_port: int = Field(default=6066, ge=1, le=65535)
 
 
+class DetectSettings(BaseSettings):
+    """Automatic (rule-free) detection and where the alert rules file is."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_DETECT_", env_file=".env", extra="ignore"
+    )
+
+    #: baseline-relative detection on every route and metric, no rules needed
+    auto: bool = True
+    #: the YAML rules file (``tracewatch rules`` docs); None = automatic detection only
+    rules_file: Path | None = None
+    #: evaluator scores where higher is worse (contract: "lower-is-better in configuration")
+    lower_is_better_scores: tuple[str, ...] = ("hallucination",)
+    #: most routes whose detector state is kept; the least recently seen goes first
+    max_routes: int = Field(default=10_000, ge=1)
+
+
+class AlertmanagerSettings(BaseSettings):
+    """Where alerts are also sent (Prometheus Alertmanager, API v2); empty URL = off."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_ALERTMANAGER_", env_file=".env", extra="ignore"
+    )
+
+    url: str = ""
+    #: firing alerts are sent again this often, so Alertmanager never times them out
+    resend_interval_s: float = Field(default=60.0, gt=0)
+    #: ``endsAt`` of a firing alert is now + this many resend intervals
+    ends_at_intervals: float = Field(default=4.0, ge=1)
+    timeout_s: float = Field(default=5.0, gt=0)
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    #: most alerts held for delivery while Alertmanager is down (oldest resolved go first)
+    max_pending: int = Field(default=10_000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(
+                "TRACEWATCH_ALERTMANAGER_URL must start with http:// or https:// "
+                "(e.g. http://127.0.0.1:9093), or be empty to not use Alertmanager"
+            )
+        return value
+
+
 class Settings:
     """All concerns together; built once at the edge (CLI) and passed down."""
 
@@ -151,11 +200,15 @@ class Settings:
         kafka: KafkaSettings | None = None,
         clickhouse: ClickHouseSettings | None = None,
         worker: WorkerSettings | None = None,
+        detect: DetectSettings | None = None,
+        alertmanager: AlertmanagerSettings | None = None,
     ) -> None:
         try:
             self.kafka = kafka or KafkaSettings()
             self.clickhouse = clickhouse or ClickHouseSettings()
             self.worker = worker or WorkerSettings()
+            self.detect = detect or DetectSettings()
+            self.alertmanager = alertmanager or AlertmanagerSettings()
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise ConfigError(f"invalid setting: {exc}") from exc
         if self.worker.app_id == self.kafka.consumer_group:
