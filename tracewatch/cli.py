@@ -19,7 +19,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from tracewatch.config import ClickHouseSettings, KafkaSettings, Settings, WorkerSettings
+from tracewatch.config import (
+    AlertmanagerSettings,
+    ClickHouseSettings,
+    DetectSettings,
+    KafkaSettings,
+    Settings,
+    WorkerSettings,
+)
 from tracewatch.errors import ConfigError, ServiceUnavailable, TracewatchError
 
 __all__ = ["app", "main"]
@@ -70,12 +77,24 @@ DsnOpt = Annotated[
 ]
 
 
-def _settings(bootstrap: str | None = None, dsn: str | None = None, **worker: Any) -> Settings:
+def _settings(
+    bootstrap: str | None = None,
+    dsn: str | None = None,
+    rules: Path | None = None,
+    alertmanager_url: str | None = None,
+    **worker: Any,
+) -> Settings:
     try:
         kafka = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
         clickhouse = ClickHouseSettings(dsn=dsn) if dsn else ClickHouseSettings()
         overrides = {k: v for k, v in worker.items() if v is not None}
-        return Settings(kafka, clickhouse, WorkerSettings(**overrides))
+        detect = DetectSettings(rules_file=rules) if rules else DetectSettings()
+        alertmanager = (
+            AlertmanagerSettings(url=alertmanager_url)
+            if alertmanager_url is not None
+            else AlertmanagerSettings()
+        )
+        return Settings(kafka, clickhouse, WorkerSettings(**overrides), detect, alertmanager)
     except ValueError as exc:  # pydantic's ValidationError: name the setting and the rule
         raise ConfigError(f"invalid setting: {exc}") from None
 
@@ -184,12 +203,7 @@ def replay(
     """Run the worker's pipeline over a recorded file, in-process, no Kafka needed."""
     from tracewatch.replay import replay_file
 
-    if rules is not None:
-        from tracewatch.schemas.rules import load_rules
-
-        load_rules(rules)  # a broken rules file is an error now, with its line numbers
-        err.print("note: the rules file is valid but not applied yet (detectors are not wired in)")
-    settings = _settings(dsn=dsn, allowed_lateness_s=allowed_lateness)
+    settings = _settings(dsn=dsn, allowed_lateness_s=allowed_lateness, rules=rules)
     report = replay_file(events, alerts_out, breakers_out, settings)
     c = report.counters
     err.print(

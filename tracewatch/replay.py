@@ -1,21 +1,29 @@
 """``tracewatch replay``: the worker's pipeline over a JSON-lines file, in-process.
 
 Same validation, buckets and watermark as ``tracewatch run`` (the pure
-``Pipeline``), with the file as a single source read in order; no Kafka. The
-closed minutes go to the configured ClickHouse; every alert and breaker
-transition goes, in the order produced, to the output files (the detectors and
-breakers that produce them are wired in by later work, so today they are empty).
+``Pipeline``) and the same detectors, rules and alert lifecycle (the pure
+``AlertEngine``), with the file as a single source read in order; no Kafka. The
+closed minutes go to the configured ClickHouse; every alert transition goes, in
+the order produced, to ``--alerts-out`` as one contract alert per line (the
+breakers that will fill ``--breakers-out`` are wired in by later work).
+
+Alerts depend only on event time, so a replay of what the worker consumed
+raises the same alerts, as long as the events arrived within the allowed
+lateness (an event later than that is counted in a late row either way, but
+which events are late can depend on the order the partitions were read in).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from tracewatch.config import Settings
 from tracewatch.detectors.buckets import ClosedBucket
+from tracewatch.detectors.engine import AlertEngine, Transition
 from tracewatch.errors import ConfigError
 from tracewatch.pipeline import Pipeline, PipelineCounters, RawMessage, Rejected
 from tracewatch.sinks.clickhouse import ClickHouseSink
@@ -45,23 +53,38 @@ def replay_file(
     breakers_out: Path | None,
     settings: Settings,
     sink: ClickHouseSink | None = None,
+    on_transition: Callable[[Transition], None] | None = None,
 ) -> ReplayReport:
-    """Run the pipeline over ``events_path``; invalid lines are counted, not fatal."""
+    """Run the pipeline over ``events_path``; invalid lines are counted, not fatal.
+
+    ``on_transition`` also receives every alert transition with the event time
+    at which it was decided (the detection benchmark measures delays with it).
+    """
     if not events_path.is_file():
         raise ConfigError(f"{events_path}: no such file (give a JSON-lines file of trace events)")
     pipeline = Pipeline.from_settings(settings.worker)
+    engine = AlertEngine.from_settings(settings.detect)
     report = ReplayReport(pipeline.counters)
     started = time.perf_counter()
-    for out in (alerts_out, breakers_out):
-        _create_empty(out)  # every transition goes here once detectors are wired in
+    _create_empty(breakers_out)  # breaker transitions go here once breakers are wired in
     own_sink = sink is None
     sink = sink or ClickHouseSink(settings.clickhouse).connect()
     try:
-        for batch in _batches(events_path):
-            result = pipeline.process(batch)
-            _keep_errors(report, result.rejected)
-            _write(sink, result.closed, report)
-        _write(sink, pipeline.finish(), report)
+        with _open_out(alerts_out) as alerts:
+
+            def judge(closed: list[ClosedBucket]) -> None:
+                _write(sink, closed, report)
+                for transition in engine.observe(closed):
+                    alerts.write(transition.alert.model_dump_json() + "\n")
+                    report.alerts += 1
+                    if on_transition is not None:
+                        on_transition(transition)
+
+            for batch in _batches(events_path):
+                result = pipeline.process(batch)
+                _keep_errors(report, result.rejected)
+                judge(result.closed)
+            judge(pipeline.finish())
     finally:
         if own_sink:
             sink.close()
@@ -93,6 +116,13 @@ def _write(sink: ClickHouseSink, closed: list[ClosedBucket], report: ReplayRepor
 def _keep_errors(report: ReplayReport, rejected: list[Rejected]) -> None:
     for item in rejected[: max(0, 10 - len(report.first_errors))]:
         report.first_errors.append(f"line {item.message.offset}: {item.error}")
+
+
+def _open_out(path: Path) -> IO[str]:
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _create_empty(path: Path | None) -> None:

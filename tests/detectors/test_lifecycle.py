@@ -456,3 +456,33 @@ def test_same_observations_give_the_same_alerts() -> None:
             for a in actions
         ]  # fmt: skip
         assert play(AlertLifecycle(policy), reordered) == alerts
+
+
+def test_context_labels_of_the_firing_observation_stay_until_resolved() -> None:
+    identity = {"route": "r", "metric": "cost_usd"}
+    policy = LifecyclePolicy(for_s=0, resolve_after_s=0, cooldown_s=0)
+    lc = AlertLifecycle(policy)
+
+    def obs(ts: float, breached: bool, version: str) -> Observation:
+        return Observation(NAME, identity, ts, breached, context={"prompt_version": version})
+
+    assert lc.observe(obs(T0, False, "v1")) == []
+    fired = lc.observe(obs(T0 + 60, True, "v2"))
+    assert [a.labels for a in fired] == [{**identity, "prompt_version": "v2"}]
+    assert fired[0].fingerprint == fingerprint(NAME, identity)  # context is not identity
+    assert lc.observe(obs(T0 + 120, True, "v3")) == []
+    assert [a.labels for a in lc.firing()] == [{**identity, "prompt_version": "v2"}]
+    resolved = lc.observe(obs(T0 + 180, False, "v4"))
+    assert [(a.status, a.labels) for a in resolved] == [
+        ("resolved", {**identity, "prompt_version": "v2"})
+    ]
+    again = lc.observe(obs(T0 + 240, True, "v5"))
+    assert [a.labels["prompt_version"] for a in again] == ["v5"]
+
+
+def test_context_never_overrides_identity_labels() -> None:
+    lc = AlertLifecycle(LifecyclePolicy(for_s=0))
+    fired = lc.observe(
+        Observation(NAME, {"route": "r"}, T0, True, context={"route": "x", "model": "m"})
+    )
+    assert fired[0].labels == {"route": "r", "model": "m"}

@@ -116,6 +116,11 @@ class BaselineDetector:
         self._baseline_value: float | None = None
 
     @property
+    def last_ts(self) -> float:
+        """Event time of the last accepted minute (-inf before the first)."""
+        return self._last_ts
+
+    @property
     def breached(self) -> bool:
         """Whether the window deviated from the baseline after the last accepted minute."""
         return self._breached
@@ -233,6 +238,11 @@ class RateDetector:
         self._window_rate: float | None = None
         self._baseline_rate: float | None = None
         self._p_value: float | None = None
+
+    @property
+    def last_ts(self) -> float:
+        """Event time of the last accepted minute (-inf before the first)."""
+        return self._last_ts
 
     @property
     def breached(self) -> bool:

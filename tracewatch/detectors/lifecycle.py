@@ -47,7 +47,7 @@ import json
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Literal
@@ -148,6 +148,11 @@ class Observation:
     baseline: float | None = None
     threshold: float | None = None
     summary: str = ""
+    #: descriptive labels (e.g. the model and prompt version carrying the traffic)
+    #: that are sent with the alert but are not part of its identity: the ones of
+    #: the observation that made it fire stay on it until it resolves, so every
+    #: send of one episode carries the same label set (Alertmanager keys on it)
+    context: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.alertname:
@@ -177,6 +182,7 @@ class _State:
     clear_since: float | None = None  # first clear observation while firing
     quiet_until: float = -math.inf  # cooldown: no new firing before this
     group: _Group = "idle"  # the eviction group it is filed in
+    labels: dict[str, str] | None = None  # identity + context labels of the open episode
 
     @property
     def fingerprint(self) -> str:
@@ -283,6 +289,7 @@ class AlertLifecycle:
             state.phase, state.clear_since = "firing", None  # the same episode goes on
         if state.phase == "pending" and self._may_fire(state, ts):
             state.phase = "firing"
+            state.labels = {**state.evidence.context, **state.key.labels}
             return [_alert(state, "firing", state.evidence, None)]
         return []
 
@@ -303,6 +310,7 @@ class AlertLifecycle:
         """Close the episode at event time ``at`` and start the cooldown."""
         alert = _alert(state, "resolved", state.last, at)
         state.phase, state.since, state.clear_since = "inactive", None, None
+        state.labels = None
         state.quiet_until = at + self.policy.cooldown_s
         state.last_ts = max(state.last_ts, at)
         self._file(state)
@@ -336,7 +344,7 @@ def _alert(state: _State, status: AlertStatus, reading: Observation, ends: float
         fingerprint=state.fingerprint,
         status=status,
         alertname=state.key.alertname,
-        labels=dict(state.key.labels),
+        labels=dict(state.key.labels) if state.labels is None else dict(state.labels),
         value=reading.value,
         baseline=reading.baseline,
         threshold=reading.threshold,

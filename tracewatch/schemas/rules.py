@@ -96,8 +96,9 @@ _STATS_FOR: dict[str, tuple[str, ...]] = {
     "loop_depth": ("max", "p95"),
     "cost_usd": ("p50", "p95", "p99", "mean", "max"),
     "latency_ms": ("p50", "p95", "p99", "mean", "max"),
-    "input_tokens": ("p50", "p95", "p99", "mean", "max"),
-    "output_tokens": ("p50", "p95", "p99", "mean", "max"),
+    # per-minute token statistics are sums and means (no sketch: tokens are not a tail metric)
+    "input_tokens": ("mean",),
+    "output_tokens": ("mean",),
 }
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _SCORE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")

@@ -1,0 +1,447 @@
+"""Closed minutes in, alert transitions out: detectors, rules and lifecycle together.
+
+The worker and ``tracewatch replay`` both feed this engine the buckets the
+watermark closed, in event time, and publish what it returns; nothing here reads
+a clock or does I/O, so the same events give the same alerts in both.
+
+Per route (see ``route_minutes`` for why not per model and prompt version):
+
+- **Automatic watches**, no configuration: p95 cost, p95 latency, mean input and
+  output tokens and p95 loop depth against the route's trailing baseline
+  (``BaselineDetector``, upwards), the error rate against the baseline rate
+  (``RateDetector``), and every evaluator score's mean (``BaselineDetector``
+  downwards, or upwards for lower-is-better scores such as ``hallucination``).
+  Their alertnames are ``CostP95High``, ``LatencyP95High``, ``InputTokensHigh``,
+  ``OutputTokensHigh``, ``LoopDepthHigh``, ``ErrorRateHigh``, ``ScoreLow`` and
+  ``ScoreHigh``, with ``detector`` label ``baseline`` or ``error_rate``.
+- **Rules** from the rules file: static thresholds (``detector=threshold``) and
+  baseline-relative rules (``detector=baseline``), each with its own lifecycle
+  durations and severity, per-route overrides applied.
+
+Every observation goes through an ``AlertLifecycle`` (pending → firing →
+resolved in event time). Labels: ``route``, ``metric``, ``detector``,
+``severity`` identify the alert (the fingerprint); ``model`` and
+``prompt_version`` name what carried the route's traffic when it fired.
+
+State is bounded: at most ``max_routes`` routes (least recently seen evicted),
+at most ``MAX_SCORES_PER_ROUTE`` score names per route, and one small detector
+per route and metric (about 65 minutes of values).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from tracewatch.config import DetectSettings
+from tracewatch.detectors.baseline import BaselineDetector, RateDetector
+from tracewatch.detectors.buckets import ClosedBucket
+from tracewatch.detectors.lifecycle import AlertLifecycle, LifecyclePolicy, Observation
+from tracewatch.detectors.route_minutes import RouteMinute, route_minutes
+from tracewatch.schemas.alert import Alert
+from tracewatch.schemas.rules import ResolvedRule, RulesFile, load_rules
+
+__all__ = [
+    "AUTO_POLICY",
+    "AUTO_WATCHES",
+    "AlertEngine",
+    "AutoWatch",
+    "Transition",
+    "describe",
+]
+
+MAX_SCORES_PER_ROUTE = 32
+
+#: Lifecycle of automatic alerts: a breach must hold for a minute (two closed
+#: minutes in a row), and stay clear five minutes before it resolves.
+AUTO_POLICY = LifecyclePolicy(for_s=60.0, resolve_after_s=300.0, cooldown_s=600.0)
+
+
+class Transition(NamedTuple):
+    """An alert transition and the event time at which the engine decided it."""
+
+    at: float
+    alert: Alert
+
+
+@dataclass(frozen=True)
+class AutoWatch:
+    """One automatic watch: which statistic, which way is bad, how sensitive."""
+
+    alertname: str
+    metric: str
+    stat: str
+    direction: Literal["up", "down"] = "up"
+    min_ratio: float = 1.5
+
+
+#: The automatic watches of every route (score watches are added per score name).
+AUTO_WATCHES: tuple[AutoWatch, ...] = (
+    AutoWatch("CostP95High", "cost_usd", "p95"),
+    AutoWatch("LatencyP95High", "latency_ms", "p95"),
+    AutoWatch("InputTokensHigh", "input_tokens", "mean"),
+    AutoWatch("OutputTokensHigh", "output_tokens", "mean"),
+    AutoWatch("LoopDepthHigh", "loop_depth", "p95"),
+)
+# Scores live in [0, 1]: a drop from 0.85 to 0.6 is only a factor 1.42, so the
+# relative guard is smaller than for costs (the z guard still ignores noise).
+_SCORE_MIN_RATIO = 1.2
+
+
+def _score_watch(name: str, lower_is_better: bool) -> AutoWatch:
+    if lower_is_better:
+        return AutoWatch("ScoreHigh", f"score:{name}", "mean", "up", 1.5)
+    return AutoWatch("ScoreLow", f"score:{name}", "mean", "down", _SCORE_MIN_RATIO)
+
+
+# --------------------------------------------------------------------------- wording
+
+_NOUNS = {
+    "cost_usd": "cost per request",
+    "latency_ms": "latency",
+    "input_tokens": "input tokens per call",
+    "output_tokens": "output tokens per call",
+    "loop_depth": "agent loop depth",
+    "error_rate": "error rate",
+}
+
+
+def describe(metric: str, stat: str) -> str:
+    """Words for a statistic: ``p95 cost per request``, ``mean groundedness score``."""
+    if metric.startswith("score:"):
+        return f"mean {metric[len('score:') :]} score"
+    noun = _NOUNS[metric]
+    return noun if stat == "rate" else f"{stat} {noun}"
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric == "cost_usd":
+        return f"${value:.4g}"
+    if metric == "latency_ms":
+        return f"{value:,.0f} ms"
+    if metric == "error_rate":
+        return f"{value:.1%}"
+    if metric.startswith("score:"):
+        return f"{value:.3f}"
+    return f"{value:,.1f}"
+
+
+# --------------------------------------------------------------------------- watches
+
+
+@dataclass
+class _Watch:
+    """One detector on one route, and how its observations are labelled and worded."""
+
+    alertname: str
+    metric: str
+    stat: str
+    detector: str  # the labels.detector value
+    severity: str
+    lifecycle: AlertLifecycle
+    baseline: BaselineDetector | None = None
+    rate: RateDetector | None = None
+    rule: ResolvedRule | None = None
+
+    def observe(self, minute: RouteMinute, context: dict[str, str]) -> Observation | None:
+        """Fold the minute in; None when the minute says nothing (no data, too few calls)."""
+        if self.rate is not None:
+            return self._observe_rate(minute, context)
+        value, weight = minute.value(self.metric, self.stat)
+        if self.baseline is not None:
+            self.baseline.update(minute.end, value, weight)
+            if self.baseline.last_ts != minute.end:
+                return None
+            return self._baseline_observation(minute, context)
+        if value is None or self.rule is None:
+            return None
+        return self._threshold_observation(minute, value, context)
+
+    def _labels(self, route: str) -> dict[str, str]:
+        return {
+            "route": route,
+            "metric": self.metric,
+            "detector": self.detector,
+            "severity": self.severity,
+        }
+
+    def _baseline_observation(self, m: RouteMinute, context: dict[str, str]) -> Observation:
+        d = self.baseline
+        assert d is not None
+        base, now = d.baseline_value, d.window_value
+        threshold = None
+        if base is not None:
+            threshold = base * d.min_ratio if d.direction == "up" else base / d.min_ratio
+        summary = ""
+        if d.ratio is not None:
+            what = describe(self.metric, self.stat)
+            moved = "is" if d.ratio >= 1 else "fell to"
+            summary = (
+                f"{what} on {m.route} {moved} {d.ratio:.2f}x its baseline "
+                f"({_fmt(self.metric, now)} vs {_fmt(self.metric, base)} over the previous "
+                f"{d.baseline_minutes} min)"
+            )
+        return Observation(
+            self.alertname,
+            self._labels(m.route),
+            m.end,
+            d.breached,
+            value=now,
+            baseline=base,
+            threshold=threshold,
+            summary=summary,
+            context=context,
+        )
+
+    def _observe_rate(self, m: RouteMinute, context: dict[str, str]) -> Observation | None:
+        d = self.rate
+        assert d is not None
+        s = m.stats
+        d.update(m.end, s.error_count + s.timeout_count, s.count)
+        if d.last_ts != m.end:
+            return None
+        now, base = d.window_value, d.baseline_value
+        summary = ""
+        if now is not None and base is not None:
+            summary = (
+                f"error rate on {m.route} is {now:.1%} over the last {d.window_minutes} min "
+                f"against {base:.1%} over the previous {d.baseline_minutes} min "
+                f"(+{(now - base) * 100:.1f} points)"
+            )
+        return Observation(
+            self.alertname,
+            self._labels(m.route),
+            m.end,
+            d.breached,
+            value=now,
+            baseline=base,
+            threshold=None if base is None else base + d.min_delta,
+            summary=summary,
+            context=context,
+        )
+
+    def _threshold_observation(
+        self, m: RouteMinute, value: float, context: dict[str, str]
+    ) -> Observation:
+        rule = self.rule
+        assert rule is not None
+        if rule.above is not None:
+            breached, side, threshold = value > rule.above, "above", rule.above
+        else:
+            assert rule.below is not None
+            breached, side, threshold = value < rule.below, "below", rule.below
+        summary = (
+            f"{describe(self.metric, self.stat)} on {m.route} is {_fmt(self.metric, value)}, "
+            f"{'' if breached else 'not '}{side} the {_fmt(self.metric, threshold)} threshold"
+        )
+        return Observation(
+            self.alertname,
+            self._labels(m.route),
+            m.end,
+            breached,
+            value=value,
+            threshold=threshold,
+            summary=summary,
+            context=context,
+        )
+
+
+@dataclass
+class _Route:
+    watches: list[_Watch]
+    scores: dict[str, _Watch] = field(default_factory=dict)
+    # the (model, prompt_version) that carried each recent minute, for "what changed"
+    carriers: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=70))
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class AlertEngine:
+    """Per-route detectors and rules over closed minutes; pure, deterministic, bounded."""
+
+    def __init__(
+        self,
+        rules: RulesFile | None = None,
+        auto: bool = True,
+        lower_is_better_scores: Iterable[str] = ("hallucination",),
+        max_routes: int = 10_000,
+        auto_policy: LifecyclePolicy = AUTO_POLICY,
+    ) -> None:
+        if max_routes < 1:
+            raise ValueError("max_routes must be >= 1")
+        self.rules = rules
+        self.auto = auto
+        self.lower_is_better = frozenset(lower_is_better_scores)
+        self.max_routes = max_routes
+        self.auto_policy = auto_policy
+        self._lifecycles: dict[LifecyclePolicy, AlertLifecycle] = {}
+        self._routes: OrderedDict[str, _Route] = OrderedDict()
+        self.minutes_seen = 0
+        self.watermark = float("-inf")
+
+    @classmethod
+    def from_settings(cls, detect: DetectSettings) -> AlertEngine:
+        """The engine the worker and replay both build (the rules file is read here)."""
+        rules = None if detect.rules_file is None else load_rules(detect.rules_file)
+        return cls(
+            rules=rules,
+            auto=detect.auto,
+            lower_is_better_scores=detect.lower_is_better_scores,
+            max_routes=detect.max_routes,
+        )
+
+    # -- public ------------------------------------------------------------------------
+
+    def observe(self, closed: Sequence[ClosedBucket]) -> list[Transition]:
+        """Judge newly closed buckets; the transitions they cause, in event-time order."""
+        out: list[Transition] = []
+        minutes = route_minutes(closed)
+        for minute in minutes:
+            out += self._observe_minute(minute)
+            self.watermark = max(self.watermark, minute.end)
+        if minutes:
+            for lifecycle in self._lifecycles.values():
+                out += [Transition(self.watermark, a) for a in lifecycle.advance(self.watermark)]
+        return out
+
+    def firing(self) -> list[Alert]:
+        """Every alert open now (to re-send to Alertmanager)."""
+        return [a for lifecycle in self._lifecycles.values() for a in lifecycle.firing()]
+
+    @property
+    def routes(self) -> int:
+        return len(self._routes)
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _observe_minute(self, minute: RouteMinute) -> list[Transition]:
+        self.minutes_seen += 1
+        route = self._route(minute.route)
+        route.carriers.append((minute.model, minute.prompt_version))
+        context = {
+            name: value
+            for name, value in (("model", minute.model), ("prompt_version", minute.prompt_version))
+            if value
+        }
+        out: list[Transition] = []
+        for watch in self._watches(route, minute):
+            obs = watch.observe(minute, context)
+            if obs is None:
+                continue
+            if obs.breached:
+                obs = _with_change_note(obs, route, watch)
+            out += [Transition(minute.end, a) for a in watch.lifecycle.observe(obs)]
+        return out
+
+    def _watches(self, route: _Route, minute: RouteMinute) -> list[_Watch]:
+        if self.auto:
+            # sorted, so watch order (and transition order) does not depend on batching
+            for name in sorted(minute.stats.score_counts):
+                if name not in route.scores and len(route.scores) < MAX_SCORES_PER_ROUTE:
+                    route.scores[name] = self._auto_watch(
+                        _score_watch(name, name in self.lower_is_better)
+                    )
+        return [*route.watches, *route.scores.values()]
+
+    def _route(self, name: str) -> _Route:
+        route = self._routes.get(name)
+        if route is not None:
+            self._routes.move_to_end(name)
+            return route
+        if len(self._routes) >= self.max_routes:
+            self._routes.popitem(last=False)
+        watches = [self._auto_watch(w) for w in AUTO_WATCHES] if self.auto else []
+        if self.auto:
+            watches.append(
+                _Watch(
+                    "ErrorRateHigh",
+                    "error_rate",
+                    "rate",
+                    "error_rate",
+                    "warning",
+                    self._lifecycle(self.auto_policy),
+                    rate=RateDetector(),
+                )
+            )
+        if self.rules is not None:
+            watches += [self._rule_watch(rule) for rule in self.rules.for_route(name)]
+        route = _Route(watches)
+        self._routes[name] = route
+        return route
+
+    def _auto_watch(self, spec: AutoWatch) -> _Watch:
+        return _Watch(
+            spec.alertname,
+            spec.metric,
+            spec.stat,
+            "baseline",
+            "warning",
+            self._lifecycle(self.auto_policy),
+            baseline=BaselineDetector(direction=spec.direction, min_ratio=spec.min_ratio),
+        )
+
+    def _rule_watch(self, rule: ResolvedRule) -> _Watch:
+        watch = _Watch(
+            rule.name,
+            rule.metric,
+            rule.stat,
+            rule.detector,
+            rule.severity,
+            self._lifecycle(rule.lifecycle_policy()),
+            rule=rule,
+        )
+        spec = rule.baseline
+        if spec is not None:
+            history = int(spec.history // 60)
+            watch.baseline = BaselineDetector(
+                window_minutes=int(spec.window // 60),
+                baseline_minutes=history,
+                min_baseline_points=min(20, history),
+                direction=spec.direction,
+                min_ratio=spec.min_ratio,
+                min_z=spec.min_z,
+            )
+        return watch
+
+    def _lifecycle(self, policy: LifecyclePolicy) -> AlertLifecycle:
+        lifecycle = self._lifecycles.get(policy)
+        if lifecycle is None:
+            lifecycle = self._lifecycles[policy] = AlertLifecycle(policy)
+        return lifecycle
+
+
+def _with_change_note(obs: Observation, route: _Route, watch: _Watch) -> Observation:
+    """Add "after prompt_version v1 -> v2" when the carrier of the traffic changed."""
+    window = watch.baseline.window_minutes if watch.baseline is not None else 5
+    carriers = list(route.carriers)
+    before, recent = carriers[:-window], carriers[-window:]
+    if not before or not obs.summary:
+        return obs
+    old_model, old_prompt = Counter(before).most_common(1)[0][0]
+    new_model, new_prompt = recent[-1]
+    notes = [
+        f"{name} {old} -> {new}"
+        for name, old, new in (
+            ("model", old_model, new_model),
+            ("prompt_version", old_prompt, new_prompt),
+        )
+        if old != new
+    ]
+    if not notes:
+        return obs
+    return Observation(
+        obs.alertname,
+        obs.labels,
+        obs.ts,
+        obs.breached,
+        value=obs.value,
+        baseline=obs.baseline,
+        threshold=obs.threshold,
+        summary=f"{obs.summary}, after {' and '.join(notes)}",
+        context=obs.context,
+    )
