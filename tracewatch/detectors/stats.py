@@ -7,7 +7,11 @@ rolling windows are all the same operation: ``merge``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
+import struct
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -16,7 +20,7 @@ import numpy as np
 from tracewatch.detectors.columns import STATUS_CODES, EventColumns
 from tracewatch.detectors.sketch import QuantileSketch
 
-__all__ = ["QUANTILES", "RELATIVE_ACCURACY", "BucketStats"]
+__all__ = ["QUANTILES", "RELATIVE_ACCURACY", "BucketStats", "decode_state", "encode_state"]
 
 #: Relative-error bound of every quantile tracewatch reports (see ``QuantileSketch``).
 RELATIVE_ACCURACY = 0.01
@@ -134,6 +138,58 @@ class BucketStats:
             },
             "score_counts": dict(self.score_counts),
         }
+
+
+_STATE_VERSION = 1
+_STATE_HEAD = struct.Struct("<BI")  # version, length of the JSON part
+_SCALARS = (
+    "count", "error_count", "timeout_count", "input_tokens_sum", "input_tokens_count",
+    "output_tokens_sum", "output_tokens_count", "cost_sum", "latency_sum", "loop_depth_max",
+)  # fmt: skip
+
+
+def encode_state(stats: BucketStats) -> str:
+    """``stats`` as text for a ClickHouse ``String`` column, exact and mergeable again.
+
+    Why keep it at all: after a restart the detectors need the last hour of
+    route minutes, and quantiles cannot be merged from the summary columns.
+    Text (base64) rather than raw bytes, because chDB and the HTTP interface
+    hand ``String`` columns back decoded as UTF-8.
+    """
+    sketches = [stats.cost.to_bytes(), stats.latency.to_bytes(), stats.loop_depth.to_bytes()]
+    head = {name: getattr(stats, name) for name in _SCALARS}
+    head["max_ts"] = stats.max_ts if math.isfinite(stats.max_ts) else None
+    head["scores"] = {name: [stats.score_sums[name], n] for name, n in stats.score_counts.items()}
+    head["sketches"] = [len(b) for b in sketches]
+    meta = json.dumps(head, separators=(",", ":"), allow_nan=False).encode()
+    raw = _STATE_HEAD.pack(_STATE_VERSION, len(meta)) + meta + b"".join(sketches)
+    return base64.b64encode(raw).decode("ascii")
+
+
+def decode_state(text: str) -> BucketStats:
+    """The inverse of ``encode_state``; ``ValueError`` on anything else."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+        version, length = _STATE_HEAD.unpack_from(raw)
+        if version != _STATE_VERSION:
+            raise ValueError(f"unsupported statistics state version {version}")
+        start = _STATE_HEAD.size
+        head = json.loads(raw[start : start + length])
+        stats = BucketStats(**{name: head[name] for name in _SCALARS})
+        stats.max_ts = -math.inf if head["max_ts"] is None else float(head["max_ts"])
+        for name, (total, n) in head["scores"].items():
+            stats.score_sums[name] = float(total)
+            stats.score_counts[name] = int(n)
+        offset = start + length
+        parts = []
+        for size in head["sketches"]:
+            parts.append(QuantileSketch.from_bytes(raw[offset : offset + size]))
+            offset += size
+        stats.cost, stats.latency, stats.loop_depth = parts
+    except (KeyError, TypeError, ValueError, struct.error, binascii.Error) as exc:
+        # JSONDecodeError and the sketches' own errors are ValueErrors too
+        raise ValueError(f"corrupt statistics state: {exc}") from None
+    return stats
 
 
 def _present(values: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 from tracewatch.config import ClickHouseSettings
 from tracewatch.detectors.buckets import ClosedBucket
+from tracewatch.detectors.stats import decode_state, encode_state
 from tracewatch.errors import ServiceUnavailable, SinkError
 from tracewatch.schemas.event import TraceEvent
 from tracewatch.sinks.clickhouse_schema import EVENT_COLUMNS, STATS_COLUMNS, schema_statements
@@ -110,6 +112,32 @@ class ClickHouseSink:
         )
         end, rows = result.rows[0]
         return float(end) if rows else float("-inf")
+
+    def recent_buckets(self, since: float) -> list[ClosedBucket]:
+        """On-time minutes starting at or after ``since``, oldest first, rebuilt exactly.
+
+        The worker feeds these to its detectors after a restart, so it does not
+        spend the next hour without a baseline. Rows written before the
+        ``state`` column existed have none and are skipped.
+        """
+        result = self.query(
+            "SELECT route, model, prompt_version, toUnixTimestamp(minute), state "
+            "FROM {db:Identifier}.stats_1m "
+            "WHERE late = 0 AND minute >= toDateTime({since:Int64}, 'UTC') AND state != '' "
+            "ORDER BY minute, route, model, prompt_version "
+            "LIMIT 1 BY route, model, prompt_version, minute",
+            {"db": self.database, "since": int(math.floor(since))},
+        )
+        buckets = []
+        for route, model, prompt_version, minute, state in result.rows:
+            try:
+                stats = decode_state(state)
+            except ValueError:
+                continue  # a damaged row costs its minute of history, not the restart
+            buckets.append(
+                ClosedBucket((route, model, prompt_version), float(minute), 60.0, False, stats)
+            )
+        return buckets
 
     def _insert(
         self, table: str, names: Sequence[str], columns: Sequence[list[Any]], token: str
@@ -209,6 +237,7 @@ def stats_rows(buckets: Sequence[ClosedBucket]) -> list[tuple[Any, ...]]:
             minute=datetime.fromtimestamp(bucket.start, UTC),
             late=int(bucket.late),
             max_event_ts=datetime.fromtimestamp(bucket.stats.max_ts, UTC),
+            state=encode_state(bucket.stats),
         )
         rows.append(tuple(summary[name] for name in STATS_COLUMNS))
     return rows

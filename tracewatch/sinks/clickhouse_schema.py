@@ -26,7 +26,7 @@ STATS_COLUMNS: tuple[str, ...] = (
     "timeout_count", "error_rate", "input_tokens_sum", "output_tokens_sum", "input_tokens_mean",
     "output_tokens_mean", "cost_count", "cost_sum", "cost_p50", "cost_p95", "cost_p99",
     "latency_count", "latency_mean", "latency_p50", "latency_p95", "latency_p99",
-    "loop_depth_max", "loop_depth_p95", "score_means", "score_counts", "max_event_ts",
+    "loop_depth_max", "loop_depth_p95", "score_means", "score_counts", "max_event_ts", "state",
 )  # fmt: skip
 
 _EVENTS = """
@@ -104,6 +104,7 @@ CREATE TABLE IF NOT EXISTS {db}.stats_1m
     score_means        Map(LowCardinality(String), Float64),
     score_counts       Map(LowCardinality(String), UInt64),
     max_event_ts       DateTime64(3, 'UTC'),
+    state              String CODEC(ZSTD(1)),
     written_at         DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = MergeTree
@@ -123,4 +124,7 @@ def schema_statements(database: str, events_ttl_days: int, stats_ttl_days: int) 
         f"CREATE DATABASE IF NOT EXISTS {database}",
         _EVENTS.format(**fmt).strip(),
         _STATS.format(**fmt).strip(),
+        # added after the first release: tables created before it gain the column
+        f"ALTER TABLE {database}.stats_1m ADD COLUMN IF NOT EXISTS "
+        "state String CODEC(ZSTD(1)) AFTER max_event_ts",
     ]
