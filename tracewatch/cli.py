@@ -12,11 +12,12 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from tracewatch.config import (
@@ -109,19 +110,39 @@ def run(
     web_port: Annotated[
         int | None, typer.Option(help="Port of the local status/query views.")
     ] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="Alert rules file (YAML), on top of auto.")
+    ] = None,
+    alertmanager_url: Annotated[
+        str | None,
+        typer.Option(help="Also send alerts to this Alertmanager, e.g. http://127.0.0.1:9093."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
-    """Run the streaming worker: consume events, write ClickHouse, publish statistics."""
+    """Run the streaming worker: consume events, write ClickHouse, raise alerts."""
     from tracewatch.streams.worker import run_worker
 
-    settings = _settings(bootstrap, dsn, allowed_lateness_s=allowed_lateness, web_port=web_port)
+    settings = _settings(
+        bootstrap,
+        dsn,
+        rules=rules,
+        alertmanager_url=alertmanager_url,
+        allowed_lateness_s=allowed_lateness,
+        web_port=web_port,
+    )
+    if settings.detect.rules_file is not None:
+        from tracewatch.schemas.rules import load_rules
+
+        load_rules(settings.detect.rules_file)  # a broken file fails here, with its lines
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     err.print(
         f"tracewatch worker: Kafka {settings.kafka.bootstrap_servers}, "
         f"ClickHouse {settings.clickhouse.resolved_dsn()}, "
-        f"views http://{settings.worker.web_host}:{settings.worker.web_port}"
+        f"views http://{settings.worker.web_host}:{settings.worker.web_port}, "
+        f"alerts to {settings.kafka.alerts_topic}"
+        + (f" and {settings.alertmanager.url}" if settings.alertmanager.url else "")
     )
     run_worker(settings, loglevel=log_level)
 
@@ -339,16 +360,20 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _fail(kind: str, exc: Exception, code: int) -> NoReturn:
+    # soft_wrap: a message (often a path or a YAML location) is never broken across
+    # lines, so it can be grepped and pasted; escape: "rules[1]" is text, not markup
+    err.print(f"[red]{kind}:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
     """Entry point: friendly errors instead of tracebacks for deliberate failures."""
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(2)
+        _fail("error", exc, 2)
     except ServiceUnavailable as exc:
-        err.print(f"[red]unavailable:[/red] {exc}", highlight=False)
-        sys.exit(3)
+        _fail("unavailable", exc, 3)
     except TracewatchError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(1)
+        _fail("error", exc, 1)

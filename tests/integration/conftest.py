@@ -6,12 +6,18 @@ log tail is in the failure message.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,3 +78,122 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+ALERTMANAGER_INFRA = ROOT / "infra" / "alertmanager"
+
+
+def _alertmanager_env() -> dict[str, str]:
+    """The environment of infra/alertmanager: the repo's own state dir (no TRACEWATCH_*)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("TRACEWATCH_")}
+
+
+@pytest.fixture(scope="session")
+def alertmanager_url() -> Iterator[str]:
+    """A running Alertmanager: started here if needed, stopped at the end if we started it."""
+    env = _alertmanager_env()
+    was_running = (
+        subprocess.run(
+            ["bash", str(ALERTMANAGER_INFRA / "status.sh")], env=env, capture_output=True
+        ).returncode
+        == 0
+    )
+    started = subprocess.run(
+        ["bash", str(ALERTMANAGER_INFRA / "start.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"Alertmanager did not start:\n{started.stdout}\n{started.stderr}")
+    host = env.get("ALERTMANAGER_HOST", "127.0.0.1")
+    port = env.get("ALERTMANAGER_PORT", "9093")
+    yield f"http://{host}:{port}"
+    if not was_running:
+        subprocess.run(["bash", str(ALERTMANAGER_INFRA / "stop.sh")], env=env, capture_output=True)
+
+
+class WorkerProcess:
+    """``tracewatch run`` as a real subprocess, configured through the environment."""
+
+    def __init__(self, kafka: KafkaSettings, home: Path, port: int, **env: str) -> None:
+        self.home = home
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {
+            **os.environ,
+            "TRACEWATCH_HOME": str(home),
+            "TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "TRACEWATCH_KAFKA_EVENTS_TOPIC": kafka.events_topic,
+            "TRACEWATCH_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
+            "TRACEWATCH_KAFKA_STATS_TOPIC": kafka.stats_topic,
+            "TRACEWATCH_KAFKA_ALERTS_TOPIC": kafka.alerts_topic,
+            "TRACEWATCH_KAFKA_BREAKERS_TOPIC": kafka.breakers_topic,
+            "TRACEWATCH_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
+            "TRACEWATCH_WORKER_APP_ID": f"{kafka.consumer_group}-faust",
+            "TRACEWATCH_WORKER_WEB_PORT": str(port),
+            "TRACEWATCH_WORKER_IDLE_PARTITION_S": "2",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        tracewatch = str(Path(sys.executable).with_name("tracewatch"))
+        with (self.home / f"worker-{self.runs}.log").open("w") as log:
+            self.proc = subprocess.Popen(
+                [tracewatch, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def status(self) -> dict[str, Any] | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            log = (self.home / f"worker-{self.runs}.log").read_text()[-3000:]
+            pytest.fail(f"worker exited with {self.proc.returncode}:\n{log}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/status", timeout=5) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except OSError:
+            return None
+        return body
+
+    def wait_for(self, done: Any, timeout: float = 240) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            body = self.status()
+            if body is not None and done(body):
+                return body
+            time.sleep(0.2)
+        pytest.fail(f"worker did not get there in {timeout}s: {body}")
+
+    def kill(self) -> None:
+        """Leave nothing running after a failed test."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail("worker did not stop within 60 s of SIGTERM")
+
+
+@pytest.fixture
+def make_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    """``make_worker(kafka, home, port, **env)``: a ``tracewatch run`` subprocess (killed after)."""
+    workers: list[WorkerProcess] = []
+
+    def make(kafka: KafkaSettings, home: Path, port: int, **env: str) -> WorkerProcess:
+        worker = WorkerProcess(kafka, home, port, **env)
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.kill()

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import defaultdict
@@ -38,6 +35,7 @@ N_VALID = 30_000
 N_INVALID = 1_500
 N_DUPLICATES = 300
 LATENESS_S = 30.0
+LATENESS_ENV = {"TRACEWATCH_WORKER_ALLOWED_LATENESS_S": str(LATENESS_S)}
 BOUND = 0.01  # the sketch's relative-error guarantee
 
 
@@ -70,70 +68,6 @@ def status(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}/status", timeout=5) as response:
         body: dict[str, Any] = json.loads(response.read())
     return body
-
-
-class WorkerProcess:
-    """``tracewatch run`` as a real subprocess, configured through the environment."""
-
-    def __init__(self, kafka: KafkaSettings, home: Path, port: int) -> None:
-        self.home = home
-        self.url = f"http://127.0.0.1:{port}"
-        self.env = {
-            **os.environ,
-            "TRACEWATCH_HOME": str(home),
-            "TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "TRACEWATCH_KAFKA_EVENTS_TOPIC": kafka.events_topic,
-            "TRACEWATCH_KAFKA_DLQ_TOPIC": kafka.dlq_topic,
-            "TRACEWATCH_KAFKA_STATS_TOPIC": kafka.stats_topic,
-            "TRACEWATCH_KAFKA_ALERTS_TOPIC": kafka.alerts_topic,
-            "TRACEWATCH_KAFKA_BREAKERS_TOPIC": kafka.breakers_topic,
-            "TRACEWATCH_KAFKA_CONSUMER_GROUP": kafka.consumer_group,
-            "TRACEWATCH_WORKER_APP_ID": f"{kafka.consumer_group}-faust",
-            "TRACEWATCH_WORKER_WEB_PORT": str(port),
-            "TRACEWATCH_WORKER_ALLOWED_LATENESS_S": str(LATENESS_S),
-            "TRACEWATCH_WORKER_IDLE_PARTITION_S": "2",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.runs = 0
-
-    def start(self) -> None:
-        self.runs += 1
-        tracewatch = str(Path(sys.executable).with_name("tracewatch"))
-        with (self.home / f"worker-{self.runs}.log").open("w") as log:
-            self.proc = subprocess.Popen(
-                [tracewatch, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-
-    def status(self) -> dict[str, Any] | None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            log = (self.home / f"worker-{self.runs}.log").read_text()[-3000:]
-            pytest.fail(f"worker exited with {self.proc.returncode}:\n{log}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/status", timeout=5) as response:
-                body: dict[str, Any] = json.loads(response.read())
-        except OSError:
-            return None
-        return body
-
-    def wait_for(self, done: Any, timeout: float = 240) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        body: dict[str, Any] | None = None
-        while time.monotonic() < deadline:
-            body = self.status()
-            if body is not None and done(body):
-                return body
-            time.sleep(0.2)
-        pytest.fail(f"worker did not get there in {timeout}s: {body}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail("worker did not stop within 60 s of SIGTERM")
 
 
 def caught_up(body: dict[str, Any]) -> bool:
@@ -226,12 +160,12 @@ def check_clickhouse(home: Path, valid: list[dict[str, Any]]) -> None:
 
 
 def test_events_flow_through_kafka_worker_and_clickhouse(
-    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int
+    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int, make_worker: Any
 ) -> None:
     ensure_topics(kafka_settings)
     t0 = math.floor(time.time() / 60) * 60 - 3 * 3600  # recent enough for the events TTL
     valid, produced = produce(kafka_settings, t0)
-    worker = WorkerProcess(kafka_settings, tmp_path, free_port)
+    worker = make_worker(kafka_settings, tmp_path, free_port, **LATENESS_ENV)
     worker.start()
     first = worker.wait_for(lambda b: b["received"] > 0)
     started_at = time.monotonic() - 0.2
@@ -262,13 +196,13 @@ def test_events_flow_through_kafka_worker_and_clickhouse(
 
 
 def test_restarts_lose_nothing_and_count_nothing_twice(
-    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int
+    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int, make_worker: Any
 ) -> None:
     """A graceful stop and a kill -9 mid-stream: same events and statistics as one clean run."""
     ensure_topics(kafka_settings)
     t0 = math.floor(time.time() / 60) * 60 - 3 * 3600
     valid, produced = produce(kafka_settings, t0)
-    worker = WorkerProcess(kafka_settings, tmp_path, free_port)
+    worker = make_worker(kafka_settings, tmp_path, free_port, **LATENESS_ENV)
     for sig, share in ((signal.SIGTERM, 0.3), (signal.SIGKILL, 0.3)):
         worker.start()
         worker.wait_for(lambda b, share=share: b["received"] >= share * produced)

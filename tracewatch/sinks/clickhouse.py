@@ -126,7 +126,7 @@ class ClickHouseSink:
             "WHERE late = 0 AND minute >= toDateTime({since:Int64}, 'UTC') AND state != '' "
             "ORDER BY minute, route, model, prompt_version "
             "LIMIT 1 BY route, model, prompt_version, minute",
-            {"db": self.database, "since": int(math.floor(since))},
+            {"db": self.database, "since": math.floor(since)},
         )
         buckets = []
         for route, model, prompt_version, minute, state in result.rows:

@@ -1,4 +1,4 @@
-"""Kafka publishers: the dead-letter queue (alerts and breakers will join it).
+"""Kafka publisher of the dead-letter queue (alerts: ``kafka_alerts``, stats: ``kafka_stats``).
 
 A rejected message keeps its original key and bytes; why it was rejected rides
 in headers, so a consumer of the DLQ can replay or inspect it without parsing.
@@ -6,15 +6,14 @@ in headers, so a consumer of the DLQ can replay or inspect it without parsing.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Producer
 
 from tracewatch.config import KafkaSettings
-from tracewatch.errors import SinkError
 from tracewatch.pipeline import Rejected
+from tracewatch.sinks.delivery import DeliveryTracker
 
 __all__ = ["DLQ_MAX_MESSAGE_BYTES", "DeadLetterPublisher", "dlq_headers"]
 
@@ -50,9 +49,12 @@ class DeadLetterPublisher:
                 "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
             }
         )
-        self._errors: list[str] = []
-        self._lock = threading.Lock()
-        self.published = 0
+        self._delivery = DeliveryTracker()
+
+    @property
+    def published(self) -> int:
+        """Dead letters the broker acknowledged so far."""
+        return self._delivery.acknowledged
 
     def publish(self, rejected: Sequence[Rejected]) -> None:
         for item in rejected:
@@ -61,25 +63,14 @@ class DeadLetterPublisher:
                 item.message.value or b"",
                 item.message.key,
                 headers=dlq_headers(item, self.source_topic),
-                on_delivery=self._on_delivery,
+                on_delivery=self._delivery,
             )
         self._producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Block until every dead letter is acknowledged (offsets are committed only after)."""
         remaining = self._producer.flush(timeout)
-        with self._lock:
-            errors, self._errors = self._errors, []
-        if remaining or errors:
-            first = errors[0] if errors else f"{remaining} still queued after {timeout}s"
-            raise SinkError(f"dead-letter publish failed for {len(errors) + remaining}: {first}")
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        if err is None:
-            self.published += 1
-        else:
-            with self._lock:
-                self._errors.append(str(err))
+        self._delivery.check(remaining, timeout, "dead-letter publish")
 
     def close(self) -> None:
         self.flush()

@@ -14,7 +14,7 @@ from confluent_kafka import Producer
 
 from tracewatch.config import KafkaSettings
 from tracewatch.detectors.buckets import ClosedBucket
-from tracewatch.errors import SinkError
+from tracewatch.sinks.delivery import DeliveryTracker
 
 __all__ = ["StatsPublisher", "bucket_message"]
 
@@ -37,18 +37,12 @@ class StatsPublisher:
     def __init__(self, settings: KafkaSettings) -> None:
         self.topic = settings.stats_topic
         self._producer = Producer({**settings.client_config(), "linger.ms": 20, "acks": "all"})
-        self._errors: list[str] = []
+        self._delivery = DeliveryTracker()
 
     def publish(self, buckets: Sequence[ClosedBucket]) -> None:
         for bucket in buckets:
             value = json.dumps(bucket_message(bucket), allow_nan=False).encode()
             key = "|".join(bucket.key).encode()
-            self._producer.produce(self.topic, value, key, on_delivery=self._on_delivery)
+            self._producer.produce(self.topic, value, key, on_delivery=self._delivery)
         remaining = self._producer.flush(30.0)
-        errors, self._errors = self._errors, []
-        if remaining or errors:
-            raise SinkError(f"stats publish failed: {errors[:1] or [f'{remaining} queued']}")
-
-    def _on_delivery(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._errors.append(str(err))
+        self._delivery.check(remaining, 30.0, "stats publish")
