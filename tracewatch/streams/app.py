@@ -1,11 +1,15 @@
 """The faust application: wiring only, no statistics here.
 
-- ``IngestService`` runs the high-volume batch stage (``IngestLoop``) on a thread.
+- ``IngestService`` runs the high-volume batch stage (``IngestLoop``) on a thread,
+  including the alert engine: detectors run on the minutes as they close, and
+  their transitions are acknowledged on the alerts topic before offsets commit.
+- ``AlertmanagerService`` (when ``TRACEWATCH_ALERTMANAGER_URL`` is set) posts those
+  alerts to Alertmanager, re-sends the firing ones, and catches up after an outage.
 - The ``route_stats`` agent consumes the low-volume closed-bucket stream and keeps
-  the latest minute per key in a table with a changelog (detectors hook in here).
+  the latest minute per key in a table with a changelog.
 - Web views on localhost: ``/status`` (counters), ``/stats`` (latest minute per
-  key), ``/query`` (read-only SQL with bound parameters; how ``tracewatch query``
-  reaches an embedded chDB that this process holds open).
+  key), ``/alerts`` (open alerts), ``/query`` (read-only SQL with bound parameters;
+  how ``tracewatch query`` reaches an embedded chDB that this process holds open).
 """
 
 from __future__ import annotations
@@ -21,8 +25,12 @@ import faust
 import mode
 
 from tracewatch.config import Settings
+from tracewatch.detectors.engine import AlertEngine
 from tracewatch.errors import TracewatchError
+from tracewatch.schemas.alert import Alert
+from tracewatch.sinks.alertmanager import AlertmanagerService
 from tracewatch.sinks.clickhouse import ClickHouseSink
+from tracewatch.sinks.kafka_alerts import AlertPublisher
 from tracewatch.sinks.kafka_stats import StatsPublisher
 from tracewatch.streams.ingest import IngestLoop
 
@@ -34,12 +42,22 @@ log = logging.getLogger("tracewatch.worker")
 class IngestService(mode.Service):
     """Owns the ingest thread; stopping the service drains and commits before it returns."""
 
-    def __init__(self, loop_: IngestLoop, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        loop_: IngestLoop,
+        alertmanager: AlertmanagerService | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.alertmanager = alertmanager
         super().__init__(**kwargs)
         self.ingest = loop_
         self._stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self.failed: BaseException | None = None
+
+    def on_init_dependencies(self) -> list[mode.ServiceT]:
+        # started before the ingest thread, stopped after it has drained
+        return [] if self.alertmanager is None else [self.alertmanager]
 
     async def on_start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tracewatch-ingest", daemon=True)
@@ -79,8 +97,24 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
         web_in_thread=False,
     )
     stats_publisher = StatsPublisher(settings.kafka)
-    ingest = IngestLoop(settings, sink, on_closed=stats_publisher.publish)
-    service = IngestService(ingest)
+    alert_publisher = AlertPublisher(settings.kafka)
+    alertmanager = AlertmanagerService(settings.alertmanager) if settings.alertmanager.url else None
+
+    def deliver(alerts: list[Alert]) -> None:
+        alert_publisher.publish(alerts)
+        alert_publisher.flush()  # raises SinkError: the flush is retried, nothing committed
+        if alertmanager is not None:
+            alertmanager.submit(alerts)
+
+    ingest = IngestLoop(
+        settings,
+        sink,
+        on_closed=stats_publisher.publish,
+        engine=AlertEngine.from_settings(settings.detect),
+        on_alerts=deliver,
+        on_restored=alertmanager.submit if alertmanager is not None else None,
+    )
+    service = IngestService(ingest, alertmanager)
 
     stats_topic = app.topic(settings.kafka.stats_topic, key_type=str, value_serializer="json")
     latest = app.Table("latest_stats", default=None, partitions=3)
@@ -96,7 +130,13 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
         body = service.ingest.status()
         body["ingest_alive"] = service.alive
         body["ingest_error"] = None if service.failed is None else repr(service.failed)
+        body["alertmanager"] = None if alertmanager is None else alertmanager.status()
         return web.json(body)
+
+    @app.page("/alerts")
+    async def alerts(web: Any, request: Any) -> Any:
+        firing = [json.loads(a.model_dump_json()) for a in service.ingest.firing]
+        return web.json({"firing": firing})
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:

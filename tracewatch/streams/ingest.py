@@ -7,11 +7,19 @@ thread of its own, and handed to the pure ``Pipeline`` a batch at a time.
 Ordering of effects per flush (at-least-once with idempotent writes):
 events to ClickHouse (deduplication token from partition/offset ranges) →
 dead letters acknowledged by Kafka → closed buckets to ClickHouse and to the
-``on_closed`` callback → offsets committed, but never past the first offset
+``on_closed`` callback → the alert transitions those buckets caused to
+``on_alerts`` (acknowledged) → offsets committed, but never past the first offset
 that still feeds an open bucket. After a restart the worker reads those events
 again: ClickHouse tells it which offsets are stored (not inserted again) and
 which minutes were closed (their events are not counted again), and the open
-minutes are rebuilt exactly.
+minutes are rebuilt exactly. The detectors are judged once per closed minute
+(when it closes) and their transitions wait in the pending batch, so a retried
+flush re-sends the same alerts instead of losing them. After a restart the
+detectors are warmed up from the last ``WARM_UP_MINUTES`` of closed minutes in
+ClickHouse (``stats_1m.state``), and the transitions of the newest two of those
+minutes are sent again: a crash between writing statistics and acknowledging
+alerts must not lose an alert (a repeat has the same fingerprint and
+``starts_at``, so subscribers can tell).
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tracewatch.config import Settings
 from tracewatch.detectors.buckets import ClosedBucket
+from tracewatch.detectors.engine import AlertEngine
 from tracewatch.errors import SinkError
 from tracewatch.pipeline import Pipeline, RawMessage
+from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.event import TraceEvent
 from tracewatch.sinks.clickhouse import ClickHouseSink, event_columns
 from tracewatch.sinks.kafka import DeadLetterPublisher
@@ -38,6 +48,11 @@ __all__ = ["IngestLoop", "PendingBatch"]
 
 log = logging.getLogger("tracewatch.ingest")
 T = TypeVar("T")
+
+#: minutes of history the detectors get back after a restart (baseline 60 + window 5 + slack)
+WARM_UP_MINUTES = 70
+#: transitions decided this close to the restart point are sent again
+RESEND_AFTER_RESTART_S = 120.0
 
 
 @dataclass
@@ -48,6 +63,7 @@ class PendingBatch:
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     closed: list[ClosedBucket] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
     first_offset: dict[int, int] = field(default_factory=dict)
     last_offset: dict[int, int] = field(default_factory=dict)
     started: float = 0.0
@@ -70,7 +86,7 @@ class PendingBatch:
 
     @property
     def empty(self) -> bool:
-        return not self.last_offset and not self.closed
+        return not self.last_offset and not self.closed and not self.alerts
 
 
 class IngestLoop:
@@ -81,11 +97,22 @@ class IngestLoop:
         settings: Settings,
         sink: ClickHouseSink,
         on_closed: Callable[[list[ClosedBucket]], None] | None = None,
+        engine: AlertEngine | None = None,
+        on_alerts: Callable[[list[Alert]], None] | None = None,
+        on_restored: Callable[[list[Alert]], None] | None = None,
     ) -> None:
+        """``on_alerts`` must raise ``SinkError`` unless every alert was acknowledged;
+        ``on_restored`` gets the alerts still open after a restart's warm-up."""
         self.settings = settings
         self.topic = settings.kafka.events_topic
         self.sink = sink
         self.on_closed = on_closed
+        self.engine = engine
+        self.on_alerts = on_alerts
+        self.on_restored = on_restored
+        self.alerts_sent = 0
+        self.firing: list[Alert] = []  # a snapshot for the web views (replaced, never mutated)
+        self._warmed_up = False
         self.pipeline = Pipeline.from_settings(settings.worker)
         self.dlq = DeadLetterPublisher(settings.kafka, self.topic)
         self.pending = PendingBatch()
@@ -139,6 +166,8 @@ class IngestLoop:
             "open_buckets": self.pipeline.aggregator.open_buckets,
             "watermark": _finite_or_none(self.pipeline.aggregator.watermark),
             "flushes": self.flushes,
+            "alerts_sent": self.alerts_sent,
+            "alerts_firing": len(self.firing),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "last_error": self.last_error,
         }
@@ -178,6 +207,9 @@ class IngestLoop:
         if closed:
             self.pending.start_clock()
             self.pending.closed.extend(closed)
+            if self.engine is not None:
+                self.pending.alerts.extend(t.alert for t in self.engine.observe(closed))
+                self.firing = self.engine.firing()
 
     def _flush_due(self) -> bool:
         p = self.pending
@@ -219,6 +251,9 @@ class IngestLoop:
             self.sink.write_stats(p.closed)
             if self.on_closed is not None:
                 self.on_closed(p.closed)
+        if p.alerts and self.on_alerts is not None:
+            self.on_alerts(p.alerts)
+            self.alerts_sent += len(p.alerts)
         self._commit(p)
         self.stored_events += len(p.events)
         self.stats_rows += len(p.closed)
@@ -251,9 +286,35 @@ class IngestLoop:
         self._stored = self._retry(lambda: self.sink.stored_offsets(self.topic))
         closed_until = self._retry(self.sink.closed_until)
         self.pipeline.aggregator.restore_closed_until(closed_until)
+        self._warm_up(closed_until)
         for tp in partitions:
             self.pipeline.aggregator.assign_partition(tp.partition)
         log.info("assigned %s; stored up to %s", [tp.partition for tp in partitions], self._stored)
+
+    def _warm_up(self, closed_until: float) -> None:
+        """Give the detectors back their history once, on the first assignment."""
+        if self._warmed_up or self.engine is None:
+            return
+        self._warmed_up = True
+        if closed_until == float("-inf"):
+            return  # a first start: nothing to remember
+        history = self._retry(
+            lambda: self.sink.recent_buckets(closed_until - 60.0 * WARM_UP_MINUTES)
+        )
+        transitions = self.engine.observe(history)
+        again = [t.alert for t in transitions if t.at > closed_until - RESEND_AFTER_RESTART_S]
+        if again:
+            self.pending.start_clock()
+            self.pending.alerts.extend(again)
+        self.firing = self.engine.firing()
+        if self.firing and self.on_restored is not None:
+            self.on_restored(self.firing)
+        log.info(
+            "detectors warmed up on %d minutes; %d alerts open, %d sent again",
+            len(history),
+            len(self.firing),
+            len(again),
+        )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush_with_retry()
