@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 import urllib.parse
 import urllib.request
@@ -152,4 +153,35 @@ def test_an_error_burst_alerts_on_the_topic_and_in_alertmanager_then_resolves(
     assert all(a.labels["route"] == route for a in [*firing, *more])
     status = worker.status()
     assert status is not None and status["alertmanager"]["failed_total"] == 0
+    worker.stop()
+
+
+def test_after_a_kill_9_the_restarted_worker_remembers_the_baseline_and_resolves(
+    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int, make_worker: Any
+) -> None:
+    """Without the warm-up from stats_1m the new process would have no baseline, so
+    the open alert would never resolve (and the burst's tail could not be judged)."""
+    ensure_topics(kafka_settings)
+    route, quiet = f"it/{uuid.uuid4().hex[:8]}/burst", f"it/{uuid.uuid4().hex[:8]}/quiet"
+    t0 = math.floor(time.time() / 60) * 60 - 3 * 3600
+    worker = make_worker(
+        kafka_settings, tmp_path, free_port, TRACEWATCH_WORKER_ALLOWED_LATENESS_S="30"
+    )
+    worker.start()
+    with AlertSubscriber(kafka_settings, from_beginning=True) as subscriber:
+        produce(kafka_settings, events(route, quiet, t0, range(PHASE_ONE)))
+        firing = collect(subscriber, lambda seen: any(a.status == "firing" for a in seen))
+        worker.wait_for(lambda body: body["pending_events"] == 0 and body["alerts_sent"] >= 1)
+        worker.stop(signal.SIGKILL)
+
+        produce(kafka_settings, events(route, quiet, t0, range(PHASE_ONE, MINUTES)))
+        worker.start()
+        more = collect(subscriber, lambda seen: any(a.status == "resolved" for a in seen))
+    fingerprint = firing[-1].fingerprint
+    assert [a.status for a in more if a.fingerprint == fingerprint][-1] == "resolved"
+    # a repeat after the restart is allowed only as the same alert (same starts_at)
+    assert {a.starts_at for a in [*firing, *more] if a.fingerprint == fingerprint} == {
+        firing[-1].starts_at
+    }
+    assert {a.labels["route"] for a in [*firing, *more]} == {route}
     worker.stop()
