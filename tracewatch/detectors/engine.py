@@ -54,8 +54,11 @@ __all__ = [
 
 MAX_SCORES_PER_ROUTE = 32
 
-#: Lifecycle of automatic alerts: a breach must hold for a minute (two closed
-#: minutes in a row), and stay clear five minutes before it resolves.
+#: Lifecycle of automatic alerts: a breach must still hold one closed minute
+#: later, clear for five minutes to resolve, and then ten minutes pass before the
+#: same alert can fire again. bench/detection over 30 seeds: firing at once
+#: (for 0) was a minute faster but raised one false alarm on clean traffic (an
+#: agent route's heavy-tailed latency); with the minute of hold, none.
 AUTO_POLICY = LifecyclePolicy(for_s=60.0, resolve_after_s=300.0, cooldown_s=600.0)
 
 
@@ -75,6 +78,8 @@ class AutoWatch:
     stat: str
     direction: Literal["up", "down"] = "up"
     min_ratio: float = 1.5
+    min_z: float = 4.0
+    min_count: int = 5
 
 
 #: The automatic watches of every route (score watches are added per score name).
@@ -85,15 +90,28 @@ AUTO_WATCHES: tuple[AutoWatch, ...] = (
     AutoWatch("OutputTokensHigh", "output_tokens", "mean"),
     AutoWatch("LoopDepthHigh", "loop_depth", "p95"),
 )
+#: The automatic error-rate watch judges a 5-minute window from 20 calls on
+#: (RateDetector's default of 50 left a 15-calls-a-minute route blind at its
+#: daily low; bench/detection missed 2 of 20 error bursts there).
+RATE_MIN_WINDOW_EVENTS = 20
+
 # Scores live in [0, 1]: a drop from 0.85 to 0.6 is only a factor 1.42, so the
-# relative guard is smaller than for costs (the z guard still ignores noise).
+# relative guard is smaller than for costs. Evaluators score a fraction of the
+# calls, so a minute often has only a few scores: a minute counts from 3, and
+# the z guard is 3 (against the scatter of single minutes, for a 5-minute
+# median) — at 5 and 4, a quality drop on a quiet route took up to 17 minutes.
 _SCORE_MIN_RATIO = 1.2
+_SCORE_MIN_Z = 3.0
+_SCORE_MIN_COUNT = 3
 
 
 def _score_watch(name: str, lower_is_better: bool) -> AutoWatch:
+    metric = f"score:{name}"
     if lower_is_better:
-        return AutoWatch("ScoreHigh", f"score:{name}", "mean", "up", 1.5)
-    return AutoWatch("ScoreLow", f"score:{name}", "mean", "down", _SCORE_MIN_RATIO)
+        return AutoWatch("ScoreHigh", metric, "mean", "up", 1.5, _SCORE_MIN_Z, _SCORE_MIN_COUNT)
+    return AutoWatch(
+        "ScoreLow", metric, "mean", "down", _SCORE_MIN_RATIO, _SCORE_MIN_Z, _SCORE_MIN_COUNT
+    )
 
 
 # --------------------------------------------------------------------------- wording
@@ -357,7 +375,7 @@ class AlertEngine:
             self._routes.popitem(last=False)
         watches = [self._auto_watch(w) for w in AUTO_WATCHES] if self.auto else []
         if self.auto:
-            watches.append(
+            watches.append(  # after the baseline watches: the order transitions come in
                 _Watch(
                     "ErrorRateHigh",
                     "error_rate",
@@ -365,7 +383,7 @@ class AlertEngine:
                     "error_rate",
                     "warning",
                     self._lifecycle(self.auto_policy),
-                    rate=RateDetector(),
+                    rate=RateDetector(min_window_events=RATE_MIN_WINDOW_EVENTS),
                 )
             )
         if self.rules is not None:
@@ -382,7 +400,12 @@ class AlertEngine:
             "baseline",
             "warning",
             self._lifecycle(self.auto_policy),
-            baseline=BaselineDetector(direction=spec.direction, min_ratio=spec.min_ratio),
+            baseline=BaselineDetector(
+                direction=spec.direction,
+                min_ratio=spec.min_ratio,
+                min_z=spec.min_z,
+                min_count=spec.min_count,
+            ),
         )
 
     def _rule_watch(self, rule: ResolvedRule) -> _Watch:
