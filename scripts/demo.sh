@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# README's first command: set up, start a local Kafka broker and the tracewatch worker,
-# stream demo traffic for several routes through the SDK, then show the statistics.
-# The broker and the worker keep running afterwards so you can query; stop them with
-# `bash scripts/stop.sh`.
+# README's first command: set up, start a local Kafka broker, Alertmanager (when the
+# Debian package is installed or installable) and the tracewatch worker, stream demo
+# traffic for several routes through the SDK with an injected incident (cost x3 on
+# support/chat from 12 minutes ago), then show the statistics and the alerts.
+# Everything keeps running afterwards so you can query; `bash scripts/stop.sh` stops it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,13 +14,20 @@ seconds="${DEMO_SECONDS:-60}"
 bash scripts/setup.sh
 bash infra/kafka/start.sh
 $tw topics
+am_flag=()
+if bash infra/alertmanager/start.sh; then
+  am_flag=(--alertmanager-url "http://127.0.0.1:${ALERTMANAGER_PORT:-9093}")
+else
+  echo "demo: no Alertmanager (see above); alerts still go to the alerts topic" >&2
+fi
 
 if [[ -f "$TRACEWATCH_HOME/worker.json" ]] && $tw status >/dev/null 2>&1; then
   echo "demo: the worker is already running"
 else
   echo "demo: starting the worker (log: $TRACEWATCH_HOME/worker.log)"
   # Live minutes close 30 s after they end, so they show up while the demo runs.
-  nohup $tw run --allowed-lateness "${DEMO_LATENESS:-30}" >"$TRACEWATCH_HOME/worker.log" 2>&1 &
+  nohup $tw run --allowed-lateness "${DEMO_LATENESS:-30}" "${am_flag[@]}" \
+    >"$TRACEWATCH_HOME/worker.log" 2>&1 &
   for _ in $(seq 1 60); do
     $tw status >/dev/null 2>&1 && break
     sleep 1
@@ -27,9 +35,11 @@ else
   $tw status >/dev/null 2>&1 || { tail -30 "$TRACEWATCH_HOME/worker.log"; echo "demo: the worker did not start" >&2; exit 1; }
 fi
 
-$tw demo --duration "$seconds" --backfill 10m
+# 40 minutes of backfill: the detectors want 20+ minutes of a route's own history
+$tw demo --duration "$seconds" --backfill 40m --incident "${DEMO_INCIDENT:-cost}" --incident-at 12m
 sleep 3  # the worker flushes about once a second
 echo
+$tw alerts
 $tw query top --by cost_p95 --since 15m
 $tw query series support/chat --since 15m --limit 12
 $tw query sql "SELECT route, sum(count) AS events, round(sum(cost_sum), 2) AS spend_usd,
@@ -39,6 +49,7 @@ cat <<MSG
 
 The worker and the broker are still running. Try:
   $tw status                                   # the worker's counters (valid, rejected by reason, late)
+  $tw alerts --follow                          # alert transitions as they happen (Ctrl-C stops)
   $tw query top --by latency_p99 --since 15m
   $tw query series agent/coder --since 15m
   $tw demo --duration 300 --backfill 0         # more live traffic

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Stop the worker started by scripts/demo.sh (it drains and commits first), then the broker.
+# Stop the worker started by scripts/demo.sh (it drains and commits first), then the broker
+# and Alertmanager.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -13,3 +14,4 @@ if [[ -f "$run_file" ]]; then
   fi
 fi
 bash infra/kafka/stop.sh
+bash infra/alertmanager/stop.sh || true

@@ -29,6 +29,7 @@ from tracewatch.config import (
     WorkerSettings,
 )
 from tracewatch.errors import ConfigError, ServiceUnavailable, TracewatchError
+from tracewatch.schemas.alert import Alert
 
 __all__ = ["app", "main"]
 
@@ -193,16 +194,34 @@ def demo(
     seed: Annotated[
         int, typer.Option(help="Random seed: the same seed gives the same traffic.")
     ] = 0,
+    incident: Annotated[
+        str | None,
+        typer.Option(help="Inject an incident: cost, latency, errors or quality."),
+    ] = None,
+    incident_route: Annotated[
+        str, typer.Option(help="The route the incident hits.")
+    ] = "support/chat",
+    incident_at: Annotated[
+        str, typer.Option(help="When it starts, in event time: 12m (ago), or RFC 3339.")
+    ] = "12m",
 ) -> None:
     """Produce realistic demo traffic for several routes through the SDK."""
-    from tracewatch.demo.runner import run_demo
+    from tracewatch.demo.runner import INCIDENTS, Incident, run_demo
     from tracewatch.queries import parse_time
 
     settings = _settings(bootstrap)
     backfill_s = (
         0.0 if backfill.strip() in {"0", ""} else time.time() - parse_time(backfill).timestamp()
     )
-    run_demo(settings.kafka, duration, rate, backfill_s, invalid_every, seed, err)
+    chosen = None
+    if incident is not None:
+        if incident not in INCIDENTS:
+            raise ConfigError(
+                f"--incident {incident!r} is not one of {', '.join(INCIDENTS)} "
+                "(e.g. --incident cost)"
+            )
+        chosen = Incident(incident, incident_route, parse_time(incident_at).timestamp())
+    run_demo(settings.kafka, duration, rate, backfill_s, invalid_every, seed, err, chosen)
 
 
 @app.command()
@@ -237,6 +256,59 @@ def replay(
         err.print(f"  invalid {line}", highlight=False)
     if c.rejected_total > len(report.first_errors):
         err.print(f"  … and {c.rejected_total - len(report.first_errors)} more invalid lines")
+
+
+@app.command("alerts")
+def alerts_command(
+    bootstrap: BootstrapOpt = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing alerts as they come.")
+    ] = False,
+    limit: Annotated[int, typer.Option(min=1, help="Show the latest N transitions.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (the wire form).")] = False,
+) -> None:
+    """Alert transitions from the alerts topic (firing and resolved), oldest first."""
+    from tracewatch.sdk.alerts import AlertSubscriber
+
+    settings = _settings(bootstrap)
+    seen: list[Alert] = []
+    with AlertSubscriber(settings.kafka, from_beginning=True) as subscriber:
+        quiet_since = time.monotonic()
+        while follow or time.monotonic() - quiet_since < 3.0:  # 3 s of silence: caught up
+            alert = subscriber.poll(0.5)
+            if alert is None:
+                continue
+            quiet_since = time.monotonic()
+            if follow:
+                _print_alerts([alert], as_json)
+            else:
+                seen = [*seen[-(limit - 1) :], alert] if limit > 1 else [alert]
+    if not follow:
+        _print_alerts(seen, as_json)
+        if not seen:
+            err.print(f"no alerts on {settings.kafka.alerts_topic} yet")
+
+
+def _print_alerts(alerts: list[Alert], as_json: bool) -> None:
+    if as_json:
+        for alert in alerts:
+            out.print(alert.model_dump_json(), highlight=False, soft_wrap=True)
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("starts_at", "ends_at", "status", "alertname", "route", "metric", "summary"):
+        table.add_column(name, no_wrap=name != "summary")
+    for a in alerts:
+        table.add_row(
+            f"{a.starts_at:%Y-%m-%d %H:%M}",
+            "-" if a.ends_at is None else f"{a.ends_at:%H:%M}",
+            f"[red]{a.status}[/red]" if a.status == "firing" else a.status,
+            a.alertname,
+            a.labels.get("route", "-"),
+            a.labels.get("metric", "-"),
+            escape(a.summary),
+        )
+    if alerts:
+        out.print(table)
 
 
 @app.command()

@@ -2,13 +2,17 @@
 
 First a backfill (event time from ``now - backfill`` to now, sent as fast as
 the broker takes it) so statistics exist within seconds, then live traffic in
-one-second slices of event time until ``duration`` has passed.
+one-second slices of event time until ``duration`` has passed. An optional
+incident (``Incident``) changes one route from a point in event time on, so the
+detectors have something to find.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 from rich.console import Console
@@ -17,7 +21,50 @@ from tracewatch.config import KafkaSettings
 from tracewatch.demo.traffic import DemoTraffic, invalid_events
 from tracewatch.sdk.producer import TraceProducer
 
-__all__ = ["run_demo"]
+__all__ = ["INCIDENTS", "Incident", "run_demo"]
+
+#: what each incident kind does to the events of its route
+INCIDENTS = {
+    "cost": "cost per call x3 (a model swap)",
+    "latency": "latency x3 (a slow provider)",
+    "errors": "30 % of calls fail (an outage)",
+    "quality": "groundedness drops to about 0.5 with a new prompt version",
+}
+
+
+@dataclass(frozen=True)
+class Incident:
+    """``kind`` (one of ``INCIDENTS``) on ``route`` for events at or after ``start`` (unix s)."""
+
+    kind: str
+    route: str
+    start: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in INCIDENTS:
+            raise ValueError(f"incident must be one of {', '.join(INCIDENTS)}, got {self.kind!r}")
+
+    def apply(self, events: Iterator[dict[str, object]]) -> Iterator[dict[str, object]]:
+        rng = np.random.default_rng(17)
+        for event in events:
+            if event["route"] == self.route and float(event["ts"]) >= self.start:  # type: ignore[arg-type]
+                event = dict(event)
+                self._change(event, rng)
+            yield event
+
+    def _change(self, event: dict[str, object], rng: np.random.Generator) -> None:
+        if self.kind == "cost" and isinstance(event.get("cost_usd"), float):
+            event["cost_usd"] = 3 * event["cost_usd"]  # type: ignore[operator]
+        elif self.kind == "latency" and isinstance(event.get("latency_ms"), float):
+            event["latency_ms"] = 3 * event["latency_ms"]  # type: ignore[operator]
+        elif self.kind == "errors" and event.get("kind") == "llm" and rng.random() < 0.3:
+            event["status"] = "error"
+            event["error_type"] = "provider_unavailable"
+        elif self.kind == "quality":
+            event["prompt_version"] = "v-new"
+            scores = event.get("scores")
+            if isinstance(scores, dict) and "groundedness" in scores:
+                event["scores"] = {**scores, "groundedness": float(rng.beta(5, 5))}
 
 
 class _Mixer:
@@ -46,6 +93,7 @@ def run_demo(
     invalid_every: int,
     seed: int,
     console: Console,
+    incident: Incident | None = None,
 ) -> Counter[str]:
     """Send one continuous stream: the backfill at once, then each event when its ``ts`` comes.
 
@@ -55,6 +103,13 @@ def run_demo(
     """
     started = time.time()
     stream = DemoTraffic(seed=seed).events(started - backfill_s, rate, backfill_s + duration_s)
+    if incident is not None:
+        stream = incident.apply(stream)
+        ago = started - incident.start
+        console.print(
+            f"incident: {INCIDENTS[incident.kind]} on {incident.route}, "
+            + (f"from {ago / 60:.0f} min ago" if ago >= 0 else f"in {-ago:.0f}s")
+        )
     with TraceProducer(settings=kafka) as producer:
         mixer = _Mixer(producer, invalid_every, seed)
         if backfill_s > 0:
