@@ -17,7 +17,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize(
     "command", [[], ["run"], ["demo"], ["topics"], ["schema"], ["status"], ["query"],
-                ["query", "top"], ["query", "series"], ["query", "sql"], ["replay"]]
+                ["query", "top"], ["query", "series"], ["query", "sql"], ["replay"], ["alerts"]]
 )  # fmt: skip
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
@@ -51,3 +51,24 @@ def test_schema_prints_the_ddl() -> None:
 
 def test_version() -> None:
     assert run("--version").stdout.startswith("tracewatch ")
+
+
+def test_an_unknown_demo_incident_lists_the_kinds() -> None:
+    result = run("demo", "--incident", "meteor", "--bootstrap-servers", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert "'meteor' is not one of cost, latency, errors, quality" in result.stderr
+
+
+def test_a_broken_rules_file_stops_replay_with_its_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - name: X\n    metric: cost_usd\n    stat: p96\n    above: 1\n")
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    result = run("replay", str(events), "--alerts-out", str(tmp_path / "a"), "--rules", str(rules))
+    assert result.returncode == 2
+    assert f"{rules}:4:5: rules[0].stat: 'p96' is not one of" in result.stderr
+
+
+def test_alertmanager_url_must_be_http() -> None:
+    result = run("run", "--alertmanager-url", "127.0.0.1:9093", "--bootstrap-servers", "x:1")
+    assert result.returncode == 2 and "TRACEWATCH_ALERTMANAGER_URL" in result.stderr
