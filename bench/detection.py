@@ -23,7 +23,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tracewatch.config import ClickHouseSettings, DetectSettings, Settings, WorkerSettings
-from tracewatch.demo.scenarios import KINDS, Scenario, format_table, make_scenario, score
+from tracewatch.demo.scenarios import KINDS, Scenario, make_scenario
+from tracewatch.demo.scoring import format_table, score
 from tracewatch.detectors.engine import Transition
 from tracewatch.replay import replay_file
 from tracewatch.schemas.alert import Alert

@@ -30,11 +30,10 @@ from tracewatch.demo.scenarios import (
     Background,
     Incident,
     Scenario,
-    format_table,
     make_scenario,
     scenario_labels,
-    score,
 )
+from tracewatch.demo.scoring import format_table, score
 from tracewatch.demo.traffic import Event
 from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.validation import validate_message
