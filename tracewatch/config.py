@@ -158,6 +158,8 @@ class DetectSettings(BaseSettings):
     rules_file: Path | None = None
     #: evaluator scores where higher is worse (contract: "lower-is-better in configuration")
     lower_is_better_scores: tuple[str, ...] = ("hallucination",)
+    #: ADWIN level-shift watches (CostLevelShift, LatencyLevelShift) on every route
+    drift: bool = False
     #: most routes whose detector state is kept; the least recently seen goes first
     max_routes: int = Field(default=10_000, ge=1)
 

@@ -1,4 +1,4 @@
-"""DriftDetector: ADWIN on log(value / baseline), on synthetic per-minute series."""
+"""DriftDetector (ADWIN on log(value / baseline)) and LevelShiftDetector, on synthetic minutes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from tracewatch.detectors.drift import DriftDetector, _adwin
+from tracewatch.detectors.drift import DriftDetector, LevelShiftDetector, _adwin
+from tracewatch.detectors.registry import clone
 
 T0 = 1_795_341_600.0
 DAY = 24 * 60
@@ -101,3 +102,97 @@ def test_a_few_absurd_minutes_are_clipped() -> None:
 def test_rejects_bad_parameters(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         DriftDetector(**kwargs)  # type: ignore[arg-type]
+
+
+def test_level_after_a_detection_is_the_new_level_not_a_mix_or_one_minute() -> None:
+    # river's ADWIN flags a change with most of the old level still in its window,
+    # then empties the window: the level must come from the minutes after the change
+    values = lognormal(1, 300, 1.0)
+    values[200:] *= 3.0
+    det = DriftDetector()
+    fired = detections(det, values[:260], baseline=1.0)
+    assert fired and fired[0] >= 200
+    levels = []
+    for i in range(fired[0], fired[0] + 3):
+        det.update(T0 + 60.0 * (1000 + i), float(values[i]), 1.0)
+        levels.append(det.level)
+    assert all(level is not None and 2.2 < level < 4.0 for level in levels)
+
+
+# --------------------------------------------------------------------------- LevelShiftDetector
+
+
+def shifts(det: LevelShiftDetector, values: np.ndarray) -> list[int]:
+    """Indices of the minutes on which the detector was breached."""
+    breached = []
+    for i, value in enumerate(values.tolist()):
+        det.update(T0 + 60.0 * i, value, 40)
+        if det.breached:
+            breached.append(i)
+    return breached
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_level_shift_fires_on_a_step_and_stops_within_its_window(seed: int, scale: float) -> None:
+    values = lognormal(seed, 300, scale)
+    values[150:] *= 2.5
+    det = LevelShiftDetector()
+    breached = shifts(det, values)
+    assert breached and 150 < breached[0] <= 180
+    assert breached[-1] - breached[0] < det.within_minutes + 35  # a detection at most + window
+    assert det.last_drift_ts is not None and det.reference is not None
+    assert det.value == pytest.approx(det.level * det.reference)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_level_shift_ignores_a_slow_drift_of_30_percent_over_4_hours(seed: int) -> None:
+    values = lognormal(seed, 240, 0.01) * np.linspace(1.0, 1.3, 240)
+    assert shifts(LevelShiftDetector(), values) == []
+
+
+@pytest.mark.parametrize(("direction", "fires"), [("up", False), ("down", True), ("both", True)])
+def test_level_shift_direction(direction: str, fires: bool) -> None:
+    values = lognormal(4, 240, 400.0)
+    values[120:] /= 2.5
+    breached = shifts(LevelShiftDetector(direction=direction), values)  # type: ignore[arg-type]
+    assert bool(breached) is fires
+    if fires:
+        det = LevelShiftDetector(direction=direction)  # type: ignore[arg-type]
+        shifts(det, values[: breached[0] + 1])
+        assert det.level is not None and det.level <= 1 / 1.3
+
+
+def test_level_shift_warms_up_and_skips_thin_or_bad_minutes() -> None:
+    det = LevelShiftDetector(min_reference_points=20, exclude_minutes=5)
+    for i in range(25):
+        det.update(T0 + 60.0 * i, 1.0, 40)
+    assert det.last_ts == -math.inf and det.reference is None  # nothing judged yet
+    det.update(T0 + 60.0 * 25, 1.0, 40)
+    assert det.last_ts == T0 + 60.0 * 25 and det.reference == 1.0
+    for ts, value, weight in [(26, 1.0, 4), (27, 0.0, 40), (28, math.inf, 40), (25, 2.0, 40)]:
+        det.update(T0 + 60.0 * ts, value, weight)
+        assert det.last_ts == T0 + 60.0 * 25
+
+
+def test_level_shift_clones_from_its_parameters() -> None:
+    det = LevelShiftDetector(min_shift=1.5, delta=0.01, history_minutes=90, direction="up")
+    shifts(det, lognormal(5, 100, 1.0))
+    fresh = clone(det)
+    assert fresh.history_minutes == 90 and fresh.direction == "up" and fresh.reference is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"min_shift": 1.0},
+        {"history_minutes": 0},
+        {"within_minutes": 0},
+        {"min_reference_points": 61},
+        {"direction": "sideways"},
+        {"delta": 1.0},
+    ],
+)
+def test_level_shift_rejects_bad_parameters(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        LevelShiftDetector(**kwargs)  # type: ignore[arg-type]

@@ -302,3 +302,95 @@ def test_route_minutes_merge_keys_and_name_the_busiest_one() -> None:
     assert minutes[1].value("cost_usd", "mean")[0] == pytest.approx((30 + 1000) / 40)
     assert minutes[1].value("cost_usd", "max")[0] == 100.0
     assert minutes[1].value("latency_ms", "p95") == (None, 0)
+
+
+# --------------------------------------------------------------------------- drift watches
+
+
+def cost_times(factor: Callable[[int], float]) -> Shape:
+    def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
+        call = normal_call(m, rng)
+        call["cost_usd"] = factor(m) * float(call["cost_usd"])  # type: ignore[arg-type]
+        return call
+
+    return shape
+
+
+def drift_transitions(out: list[Transition]) -> list[Transition]:
+    return [t for t in out if t.alert.labels["detector"] == "drift"]
+
+
+def test_a_level_shift_fires_a_drift_alert_and_resolves() -> None:
+    buckets = stream(200, cost_times(lambda m: 2.5 if m >= 100 else 1.0))
+    out = run(AlertEngine(auto=False, drift=True), buckets)
+    assert [(t.alert.alertname, t.alert.status) for t in out] == [
+        ("CostLevelShift", "firing"),
+        ("CostLevelShift", "resolved"),
+    ]
+    firing = out[0]
+    assert 100 < minute_of(firing.at) <= 130  # ADWIN needs minutes of the new level
+    alert = firing.alert
+    assert alert.labels == {
+        "route": ROUTE, "metric": "cost_usd", "detector": "drift", "severity": "info",
+        "model": "gpt-4o-mini", "prompt_version": "v1",
+    }  # fmt: skip
+    assert alert.value is not None and alert.baseline is not None
+    assert 1.8 < alert.value / alert.baseline < 3.5
+    assert alert.threshold == pytest.approx(alert.baseline * 1.3)
+    assert f"p95 cost per request on {ROUTE} shifted to " in alert.summary
+    assert "x its earlier level (ADWIN)" in alert.summary
+    assert minute_of(out[1].at) < 200
+
+
+def test_a_slow_drift_of_30_percent_over_four_hours_raises_nothing() -> None:
+    def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
+        call = cost_times(lambda m: 1.0 + 0.3 * m / 240)(m, rng)
+        call["latency_ms"] = (1.0 + 0.3 * m / 240) * float(call["latency_ms"])  # type: ignore[arg-type]
+        return call
+
+    assert run(AlertEngine(drift=True), stream(240, shape)) == []
+
+
+def test_drift_watches_are_absent_by_default() -> None:
+    buckets = stream(200, cost_times(lambda m: 2.5 if m >= 100 else 1.0))
+    assert run(AlertEngine(auto=False), buckets) == []
+    out = run(AlertEngine(), buckets)
+    assert out and drift_transitions(out) == []
+    with_drift = run(AlertEngine(drift=True), buckets)
+    assert [t.alert.alertname for t in drift_transitions(with_drift)][:1] == ["CostLevelShift"]
+    # drift watches only add alerts: the automatic ones are unchanged
+    assert [t for t in with_drift if t.alert.labels["detector"] != "drift"] == out
+
+
+def test_transitions_do_not_depend_on_batching_with_drift_on() -> None:
+    buckets = stream(200, cost_times(lambda m: 3.0 if m >= 90 else 1.0), seed=11)
+    one = run(AlertEngine(drift=True), buckets, batch=1)
+    assert drift_transitions(one)
+    assert run(AlertEngine(drift=True), buckets, batch=7) == one
+    assert run(AlertEngine(drift=True), buckets, batch=len(buckets)) == one
+
+
+def test_drift_rules_use_their_own_shift_and_direction() -> None:
+    rules = parse_rules(
+        """
+rules:
+  - name: CostDown
+    metric: cost_usd
+    stat: p50
+    severity: warning
+    for: 0
+    drift: {min_shift: 1.5, direction: down, history: 40m}
+  - name: CostUp
+    metric: cost_usd
+    stat: p50
+    drift: {direction: up}
+"""
+    )
+    buckets = stream(160, cost_times(lambda m: 0.4 if m >= 90 else 1.0))
+    out = run(AlertEngine(rules=rules, auto=False), buckets)
+    assert [(t.alert.alertname, t.alert.status) for t in out][:1] == [("CostDown", "firing")]
+    assert not any(t.alert.alertname == "CostUp" for t in out)
+    alert = out[0].alert
+    assert (alert.labels["detector"], alert.labels["severity"]) == ("drift", "warning")
+    assert f"p50 cost per request on {ROUTE} shifted to 0." in alert.summary
+    assert alert.threshold == pytest.approx(alert.baseline / 1.5)  # type: ignore[operator]

@@ -11,6 +11,7 @@ import pytest
 from tracewatch.errors import ConfigError
 from tracewatch.schemas.rules import (
     BaselineSpec,
+    DriftSpec,
     ResolvedRule,
     RulesFile,
     load_rules,
@@ -40,6 +41,10 @@ rules:
     metric: score:groundedness
     stat: mean
     below: 0.7
+  - name: CostLevelShift
+    metric: cost_usd
+    stat: p95
+    drift: {min_shift: 1.4, delta: 0.01, history: 90m}
 overrides:
   - route: "refund/special"
     rule: CostP95High
@@ -78,6 +83,7 @@ def test_full_file_parses() -> None:
         "CostP95High",
         "CostVsBaseline",
         "GroundednessFloor",
+        "CostLevelShift",
     ]
     assert rules.defaults.for_ == 120.0
     assert rules.rules[1].baseline == BaselineSpec(
@@ -88,7 +94,12 @@ def test_full_file_parses() -> None:
 
 def test_route_matching_glob_gets_rule_with_rule_values_over_defaults() -> None:
     resolved = by_name(parse(VALID).for_route("refund/primary"))
-    assert set(resolved) == {"CostP95High", "CostVsBaseline", "GroundednessFloor"}
+    assert set(resolved) == {
+        "CostP95High",
+        "CostVsBaseline",
+        "GroundednessFloor",
+        "CostLevelShift",
+    }
     cost = resolved["CostP95High"]
     assert cost == ResolvedRule(
         name="CostP95High",
@@ -119,9 +130,33 @@ def test_rule_without_own_values_inherits_defaults() -> None:
     assert (base.baseline.window_minutes, base.baseline.history_minutes) == (5, 60)
 
 
+def test_drift_rule_resolves_with_its_spec_and_detector() -> None:
+    drift = by_name(parse(VALID).for_route("anything"))["CostLevelShift"]
+    assert drift.detector == "drift"
+    assert drift.threshold is None and drift.baseline is None
+    assert drift.drift == DriftSpec(min_shift=1.4, delta=0.01, history=5400.0)
+    assert (drift.drift.history_minutes, drift.drift.within_minutes) == (90, 30)
+    assert drift.drift.direction == "both"
+
+
+def test_drift_spec_defaults_are_the_detectors() -> None:
+    from tracewatch.detectors.drift import LevelShiftDetector
+
+    spec, detector = DriftSpec(), LevelShiftDetector()
+    assert (spec.min_shift, spec.delta, spec.direction) == (
+        detector.min_shift,
+        detector.delta,
+        detector.direction,
+    )
+    assert (spec.history_minutes, spec.within_minutes) == (
+        detector.history_minutes,
+        detector.within_minutes,
+    )
+
+
 def test_route_outside_glob_does_not_get_rule() -> None:
     names = [rule.name for rule in parse(VALID).for_route("support/chat")]
-    assert names == ["CostVsBaseline", "GroundednessFloor"]
+    assert names == ["CostVsBaseline", "GroundednessFloor", "CostLevelShift"]
     # "refund/*" must not match a route that merely contains "refund".
     assert "CostP95High" not in by_name(parse(VALID).for_route("old-refund/x"))
 
@@ -184,7 +219,7 @@ def test_empty_file_is_valid_with_no_rules() -> None:
 def test_load_rules_reads_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(VALID, encoding="utf-8")
-    assert len(load_rules(path).rules) == 3
+    assert len(load_rules(path).rules) == 4
 
 
 def test_load_rules_missing_file_is_config_error(tmp_path: Path) -> None:
@@ -310,6 +345,43 @@ def test_error_none_of_above_below_baseline() -> None:
     message = error_of(bad_rule(extra="severity: info"))
     assert message.startswith("rules.yaml:6:5: rules[1]: set exactly one of")
     assert "none is set" in message
+
+
+def test_error_drift_and_baseline() -> None:
+    message = error_of(bad_rule(extra="baseline: {ratio_above: 2}\n    drift: {min_shift: 1.5}"))
+    assert message.startswith(
+        "rules.yaml:10:5: rules[1].drift: set exactly one of above, below, baseline or drift; "
+        "this rule sets baseline and drift"
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "where", "problem"),
+    [
+        ("min_shift: 0.8", "10:7: rules[1].drift.min_shift", "0.8 must be > 1"),
+        ("min_shift: .inf", "10:7: rules[1].drift.min_shift", "not a finite number"),
+        ("delta: 1.5", "10:7: rules[1].drift.delta", "1.5 must be between 0 and 1"),
+        ("history: 10m", "10:7: rules[1].drift.history", "10m is too short"),
+        ("within: 90s", "10:7: rules[1].drift.within", "'90s' is not a whole number of minutes"),
+        ("direction: sideways", "10:7: rules[1].drift.direction", "'sideways' is not one of"),
+        ("min_shfit: 1.5", "10:7: rules[1].drift.min_shfit", "did you mean 'min_shift'?"),
+    ],
+)
+def test_error_drift_spec_points_at_the_field(spec: str, where: str, problem: str) -> None:
+    message = error_of(bad_rule(extra=f"drift:\n      {spec}"))
+    assert message.startswith(f"rules.yaml:{where}: ")
+    assert problem in message
+
+
+def test_error_drift_on_error_rate() -> None:
+    message = error_of(bad_rule(metric="error_rate", stat="rate", extra="drift: {}"))
+    assert message.startswith("rules.yaml:9:5: rules[1].drift: drift compares log(value")
+    assert "use baseline or above for error_rate" in message
+
+
+def test_error_override_threshold_on_a_drift_rule() -> None:
+    text = bad_rule(extra="drift: {}") + "overrides:\n  - {route: x, rule: Bad, above: 1}\n"
+    assert error_of(text).startswith("rules.yaml:11:27: overrides[0].above: rule Bad uses drift")
 
 
 def test_error_duplicate_rule_names() -> None:

@@ -1,8 +1,8 @@
 """The alert rules file: pydantic models, a loader, and per-route resolution.
 
 A rules file says which statistic of which metric to watch, on which routes,
-and when it is bad: above or below a static threshold, or far from its own
-recent baseline::
+and when it is bad: above or below a static threshold, far from its own
+recent baseline, or shifted to a new level (ADWIN drift detection)::
 
     defaults:                 # optional; every rule inherits what it does not set
       for: 2m
@@ -19,6 +19,10 @@ recent baseline::
         metric: cost_usd
         stat: p95
         baseline: {ratio_above: 2.0, window: 5m, history: 60m, min_z: 4}
+      - name: CostLevelShift
+        metric: cost_usd
+        stat: p95
+        drift: {min_shift: 1.3, delta: 0.01, history: 60m}
     overrides:                # optional, applied in file order, later ones win
       - route: support/chat
         rule: CostP95High
@@ -32,8 +36,8 @@ and what to change, e.g.
 
 Lifecycle durations (``for``, ``resolve_after``, ``cooldown``) may be 0 (fire at
 the first breach, resolve at the first clear, no cooldown), as in
-``LifecyclePolicy``; baseline windows must be whole minutes, as in
-``BaselineDetector``.
+``LifecyclePolicy``; baseline and drift windows must be whole minutes, as in
+``BaselineDetector`` and ``LevelShiftDetector``.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BaselineSpec",
     "Defaults",
+    "DriftSpec",
     "Override",
     "ResolvedRule",
     "Rule",
@@ -146,7 +151,7 @@ def _whole_minutes(value: object) -> float:
     if seconds < 60 or seconds % 60:
         raise ValueError(
             f"{value!r} is not a whole number of minutes (at least 1m); "
-            "the baseline detector works per minute, e.g. 5m or 60m"
+            "the detectors work per minute, e.g. 5m or 60m"
         )
     return seconds
 
@@ -290,6 +295,62 @@ class BaselineSpec(_Model):
         return int(self.history // 60)
 
 
+class DriftSpec(_Model):
+    """Alert when the statistic settled at a new level (``LevelShiftDetector``, river's ADWIN).
+
+    ``min_shift: 1.3`` fires when ADWIN detected a change within the last
+    ``within`` and the level since then is at least 1.3x (or, ``direction``
+    permitting, at most 1/1.3x) the median of the previous ``history``;
+    ``delta`` is ADWIN's confidence (smaller: fewer false alarms, later alerts).
+    Slower than a baseline rule, and blind to slow drift by design.
+    """
+
+    min_shift: Threshold = 1.3
+    delta: Threshold = 0.01
+    history: Minutes = 3600.0
+    within: Minutes = 1800.0
+    direction: Literal["up", "down", "both"] = "both"
+
+    @model_validator(mode="after")
+    def _check(self) -> DriftSpec:
+        issues: list[Issue] = []
+        if self.min_shift <= 1.0:
+            issues.append(
+                (
+                    ("min_shift",),
+                    f"{self.min_shift!r} must be > 1 (1.3 means 1.3x the earlier level, or 1/1.3x)",
+                )
+            )
+        if not 0.0 < self.delta < 1.0:
+            issues.append(
+                (
+                    ("delta",),
+                    f"{self.delta!r} must be between 0 and 1 (ADWIN's confidence, e.g. 0.01)",
+                )
+            )
+        if self.history < 20 * 60:
+            issues.append(
+                (
+                    ("history",),
+                    f"{self.history / 60:g}m is too short; the reference needs at least 20m",
+                )
+            )
+        if issues:
+            raise _fail(issues)
+        return self
+
+    @property
+    def history_minutes(self) -> int:
+        return int(self.history // 60)
+
+    @property
+    def within_minutes(self) -> int:
+        return int(self.within // 60)
+
+
+_KINDS = ("above", "below", "baseline", "drift")
+
+
 class Rule(_Model):
     """One alert condition; unset lifecycle fields and severity come from ``defaults``."""
 
@@ -300,6 +361,7 @@ class Rule(_Model):
     above: Threshold | None = None
     below: Threshold | None = None
     baseline: BaselineSpec | None = None
+    drift: DriftSpec | None = None
     severity: Severity | None = None
     for_: Duration | None = Field(None, alias="for")
     resolve_after: Duration | None = None
@@ -324,21 +386,29 @@ class Rule(_Model):
                     f"{self.stat!r} does not fit metric {self.metric}; use {' or '.join(allowed)}",
                 )
             )
-        given = [key for key in ("above", "below", "baseline") if getattr(self, key) is not None]
+        given = [key for key in _KINDS if getattr(self, key) is not None]
         if not given:
             issues.append(
                 (
                     (),
-                    "set exactly one of above, below or baseline; "
-                    "none is set (e.g. above: 0.02 or baseline: {ratio_above: 2.0})",
+                    "set exactly one of above, below, baseline or drift; none is set "
+                    "(e.g. above: 0.02, baseline: {ratio_above: 2.0} or drift: {min_shift: 1.3})",
                 )
             )
         elif len(given) > 1:
             issues.append(
                 (
                     (given[1],),
-                    f"set exactly one of above, below or baseline; this rule sets "
+                    f"set exactly one of above, below, baseline or drift; this rule sets "
                     f"{' and '.join(given)}: keep one and remove the others",
+                )
+            )
+        if self.drift is not None and self.metric == "error_rate":
+            issues.append(
+                (
+                    ("drift",),
+                    "drift compares log(value / earlier level) and error_rate is often 0; "
+                    "use baseline or above for error_rate",
                 )
             )
         for key in ("above", "below"):
@@ -442,9 +512,7 @@ class RulesFile(_Model):
                 if value is None:
                     continue
                 if getattr(target, key) is None:
-                    uses = next(
-                        k for k in ("above", "below", "baseline") if getattr(target, k) is not None
-                    )
+                    uses = next(k for k in _KINDS if getattr(target, k) is not None)
                     issues.append(
                         (
                             ("overrides", index, key),
@@ -493,6 +561,7 @@ class RulesFile(_Model):
                     above=values["above"],
                     below=values["below"],
                     baseline=rule.baseline,
+                    drift=rule.drift,
                     for_s=values["for_"],
                     resolve_after_s=values["resolve_after"],
                     cooldown_s=values["cooldown"],
@@ -520,15 +589,18 @@ class ResolvedRule:
     for_s: float
     resolve_after_s: float
     cooldown_s: float
+    drift: DriftSpec | None = None
 
     @property
-    def detector(self) -> Literal["threshold", "baseline"]:
+    def detector(self) -> Literal["threshold", "baseline", "drift"]:
         """The ``labels.detector`` of this rule's alerts."""
+        if self.drift is not None:
+            return "drift"
         return "baseline" if self.baseline is not None else "threshold"
 
     @property
     def threshold(self) -> float | None:
-        """The static threshold (``above`` or ``below``), ``None`` for baseline rules."""
+        """The static threshold (``above`` or ``below``), ``None`` for baseline and drift rules."""
         return self.above if self.above is not None else self.below
 
     def lifecycle_policy(self, max_states: int = 10_000) -> LifecyclePolicy:
@@ -682,7 +754,11 @@ def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
     if loc[:1] == ("defaults",):
         model = Defaults
     elif loc[:1] == ("rules",):
-        model = BaselineSpec if loc[2:3] == ("baseline",) else Rule
+        specs: dict[tuple[str | int, ...], type[BaseModel]] = {
+            ("baseline",): BaselineSpec,
+            ("drift",): DriftSpec,
+        }
+        model = specs.get(loc[2:3], Rule)
     elif loc[:1] == ("overrides",):
         model = Override
     return [field.alias or name for name, field in model.model_fields.items()]
