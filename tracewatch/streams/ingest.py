@@ -142,7 +142,14 @@ class IngestLoop:
         """Poll one batch, process it, flush if due; returns how many messages came in."""
         assert self._consumer is not None
         w = self.settings.worker
-        messages = self._consumer.consume(w.batch_max_events, w.poll_timeout_s)
+        # Wait for one message, then take whatever else is already fetched without
+        # waiting: consume(n, timeout) blocks until n messages or the timeout (which
+        # librdkafka may restart per fetch), so under a steady moderate load every
+        # batch would wait the full timeout, and a breaker signal with it.
+        first = self._consumer.poll(w.poll_timeout_s)
+        messages = [] if first is None else [first]
+        if first is not None and w.batch_max_events > 1:
+            messages += self._consumer.consume(w.batch_max_events - 1, 0)
         raw = [self._raw(m) for m in messages if self._is_data(m)]
         if raw:
             self._process(raw)
