@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tracewatch.detectors.breakers import BreakerLimits, RouteLimits, TraceLimits
 from tracewatch.errors import ConfigError
 from tracewatch.schemas.rules import (
     BaselineSpec,
@@ -499,3 +501,93 @@ def test_models_reject_unknown_keys_from_python_too() -> None:
         RulesFile.model_validate(
             {"rules": [{"name": "A", "metric": "cost_usd", "stat": "p95", "thresold": 1}]}
         )
+
+
+# --------------------------------------------------------------------------- breakers
+
+BREAKERS = """\
+rules: []
+breakers:
+  trace: {max_loop_depth: 25, max_same_tool_calls: 5, max_cost_usd: 5,
+          max_steps_per_minute: 60, ttl: 10m}
+  route:
+    error_rate: 0.5
+    min_calls: 20
+    window: 1m
+    spend_ratio: 5
+    history: 45m
+    max_spend_usd: 200
+    open_for: 90s
+  overrides:
+    - route: "agent/*"
+      trace: {max_loop_depth: 40}
+    - route: "agent/coder"
+      trace: {max_cost_usd: 12.5}
+      route_limits: {error_rate: 0.8, probe_calls: 3}
+"""
+
+
+def test_breakers_section_gives_limits_per_route() -> None:
+    rules = parse(BREAKERS)
+    plain = rules.breaker_limits("support/chat")
+    assert plain.trace == TraceLimits(ttl_s=600.0)
+    assert plain.route == RouteLimits(history_s=2700.0, max_spend_usd=200.0, open_s=90.0)
+    researcher = rules.breaker_limits("agent/researcher")
+    assert researcher.trace == TraceLimits(max_loop_depth=40)
+    assert researcher.route == plain.route
+    coder = rules.breaker_limits("agent/coder")  # both overrides, in file order
+    assert coder.trace == TraceLimits(max_loop_depth=40, max_cost_usd=12.5)
+    assert coder.route == dataclasses.replace(plain.route, error_rate=0.8, probe_calls=3)
+
+
+@pytest.mark.parametrize("text", ["rules: []\n", "rules: []\nbreakers:\n", "breakers: {trace:}\n"])
+def test_no_breakers_section_means_the_defaults(text: str) -> None:
+    assert parse(text).breaker_limits("any/route") == BreakerLimits()
+
+
+def test_breakers_unknown_key_suggests_the_right_one() -> None:
+    message = error_of(BREAKERS.replace("min_calls: 20", "min_cals: 20"))
+    assert message.startswith(
+        "rules.yaml:7:5: breakers.route.min_cals: unknown key 'min_cals'; "
+        "did you mean 'min_calls'? allowed keys here: error_rate, min_calls, window,"
+    )
+
+
+def test_breakers_unknown_key_in_an_override() -> None:
+    message = error_of(BREAKERS.replace("route_limits:", "route_limit:"))
+    assert message.startswith(
+        "rules.yaml:18:7: breakers.overrides[1].route_limit: unknown key 'route_limit'; "
+        "did you mean 'route_limits'? allowed keys here: route, trace, route_limits"
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where", "problem"),
+    [
+        ("error_rate: 0.5", "error_rate: 50", "6:5: breakers.route.error_rate", "outside (0, 1]"),
+        ("min_calls: 20", "min_calls: 2.5", "7:5: breakers.route.min_calls", "whole number"),
+        ("window: 1m", "window: 1.5s", "8:5: breakers.route.window", "whole number of seconds"),
+        ("history: 45m", "history: 30s", "10:5: breakers.route.history", "at least 1m"),
+        ("open_for: 90s", "open_for: 0", "12:5: breakers.route.open_for", "longer than 0"),
+        ("open_for: 90s", "open_for: soon", "12:5: breakers.route.open_for", "not a duration"),
+        ("max_loop_depth: 25", "max_loop_depth: -1", "3:11: breakers.trace.max_loop_depth", ">= 0"),
+        (
+            "max_cost_usd: 12.5",
+            "max_cost_usd: -1",
+            "17:15: breakers.overrides[1].trace.max_cost_usd",
+            "negative",
+        ),
+    ],
+)
+def test_breakers_bad_value_at_its_line(old: str, new: str, where: str, problem: str) -> None:
+    assert BREAKERS.count(old) == 1
+    message = error_of(BREAKERS.replace(old, new))
+    assert message.startswith(f"rules.yaml:{where}"), message
+    assert problem in message
+
+
+def test_breakers_override_that_changes_nothing() -> None:
+    message = error_of("breakers:\n  overrides:\n    - route: agent/*\n      trace: {}\n")
+    assert message.startswith(
+        "rules.yaml:3:7: breakers.overrides[0]: this override changes nothing"
+    )

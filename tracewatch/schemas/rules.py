@@ -27,6 +27,20 @@ recent baseline, or shifted to a new level (ADWIN drift detection)::
       - route: support/chat
         rule: CostP95High
         above: 0.005
+    breakers:                 # optional: circuit-breaker limits (detectors/breakers.py)
+      trace: {max_loop_depth: 25, max_same_tool_calls: 5, max_cost_usd: 5,
+              max_steps_per_minute: 60, ttl: 10m}
+      route: {error_rate: 0.5, min_calls: 20, window: 1m, spend_ratio: 5,
+              history: 30m, min_history: 10m, min_spend_usd: 1, min_baseline_traces: 5,
+              max_spend_usd: 50, open_for: 1m, probe_calls: 5}
+      overrides:              # in file order, later ones win
+        - route: "agent/*"
+          trace: {max_loop_depth: 40}
+          route_limits: {error_rate: 0.3}
+
+Every key of ``breakers:`` is optional; what is not set keeps the default of
+``TraceLimits`` / ``RouteLimits``. ``RulesFile.breaker_limits(route)`` gives the
+limits of one route: defaults, then the section, then each matching override.
 
 Everything here is pure: ``parse_rules`` takes text, ``load_rules`` only reads
 the file it is given. Every problem raises ``ConfigError`` with one line per
@@ -46,10 +60,10 @@ import difflib
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -65,6 +79,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tracewatch.detectors.breakers import BreakerLimits
 from tracewatch.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -72,12 +87,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BaselineSpec",
+    "BreakerOverride",
+    "BreakersSpec",
     "Defaults",
     "DriftSpec",
     "Override",
     "ResolvedRule",
+    "RouteBreakerSpec",
     "Rule",
     "RulesFile",
+    "TraceBreakerSpec",
     "load_rules",
     "parse_duration",
     "parse_rules",
@@ -462,6 +481,205 @@ def _none_is_empty(value: object) -> object:
     return [] if value is None else value
 
 
+# --------------------------------------------------------------------------- breakers
+
+
+def _count_from(low: int) -> Any:
+    def check(value: int) -> int:
+        if value < low:
+            raise ValueError(f"{value!r} is too small; use a whole number >= {low}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _usd(value: float) -> float:
+    if value < 0:
+        raise ValueError(f"{value!r} is negative; use an amount in USD >= 0, e.g. 5")
+    return value
+
+
+def _non_negative(value: float) -> float:
+    if value < 0:
+        raise ValueError(f"{value!r} is negative; use a number >= 0, e.g. 3")
+    return value
+
+
+def _positive_usd(value: float) -> float:
+    if value <= 0:
+        raise ValueError(f"{value!r} must be > 0 (USD per window), e.g. 50")
+    return value
+
+
+def _fraction(value: float) -> float:
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"{value!r} is outside (0, 1]; an error rate is a fraction, e.g. 0.5")
+    return value
+
+
+def _ratio(value: float) -> float:
+    if value < 1.0:
+        raise ValueError(f"{value!r} must be >= 1 (5 means five times the route's average)")
+    return value
+
+
+def _positive_seconds(value: object) -> float:
+    seconds = _seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be longer than 0, e.g. 1m")
+    return seconds
+
+
+def _whole_seconds(value: object) -> float:
+    seconds = _seconds(value)
+    if seconds < 1 or seconds % 1:
+        raise ValueError(
+            f"{value!r} is not a whole number of seconds (at least 1s); "
+            "the windows count per second, e.g. 60s or 1m"
+        )
+    return seconds
+
+
+def _history(value: object) -> float:
+    seconds = _seconds(value)
+    if seconds < 60:
+        raise ValueError(f"{value!r} is too short; the spend history needs at least 1m, e.g. 30m")
+    return seconds
+
+
+Count0 = Annotated[int, Field(strict=True), _count_from(0)]
+Count1 = Annotated[int, Field(strict=True), _count_from(1)]
+Usd = Annotated[float, Field(strict=True, allow_inf_nan=False), AfterValidator(_usd)]
+PositiveUsd = Annotated[
+    float, Field(strict=True, allow_inf_nan=False), AfterValidator(_positive_usd)
+]
+NonNegative = Annotated[
+    float, Field(strict=True, allow_inf_nan=False), AfterValidator(_non_negative)
+]
+Fraction = Annotated[float, Field(strict=True, allow_inf_nan=False), AfterValidator(_fraction)]
+Ratio = Annotated[float, Field(strict=True, allow_inf_nan=False), AfterValidator(_ratio)]
+PositiveDuration = Annotated[float, BeforeValidator(_positive_seconds)]
+WholeSeconds = Annotated[float, BeforeValidator(_whole_seconds)]
+History = Annotated[float, BeforeValidator(_history)]
+
+
+class _LimitsSpec(_Model):
+    """Optional limits; ``changes()`` gives the set ones as limits-dataclass arguments."""
+
+    #: YAML name -> field of ``TraceLimits`` / ``RouteLimits`` where they differ.
+    RENAMED: ClassVar[dict[str, str]] = {}
+
+    def changes(self) -> dict[str, Any]:
+        return {
+            self.RENAMED.get(name, name): value
+            for name, value in self
+            if value is not None and name in self.model_fields_set
+        }
+
+
+class TraceBreakerSpec(_LimitsSpec):
+    """Per-trace limits (``TraceLimits``); ``ttl`` is a duration, e.g. 10m."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"ttl": "ttl_s"}
+
+    max_loop_depth: Count0 | None = None
+    max_same_tool_calls: Count1 | None = None
+    max_cost_usd: Usd | None = None
+    max_steps_per_minute: Count1 | None = None
+    ttl: PositiveDuration | None = None
+
+
+class RouteBreakerSpec(_LimitsSpec):
+    """Per-route limits (``RouteLimits``); ``window``, ``history``, ``open_for`` are durations."""
+
+    RENAMED: ClassVar[dict[str, str]] = {
+        "window": "window_s",
+        "history": "history_s",
+        "min_history": "min_history_s",
+        "open_for": "open_s",
+    }
+
+    error_rate: Fraction | None = None
+    min_calls: Count1 | None = None
+    window: WholeSeconds | None = None
+    spend_ratio: Ratio | None = None
+    history: History | None = None
+    min_history: Duration | None = None
+    min_spend_usd: Usd | None = None
+    min_baseline_traces: NonNegative | None = None
+    max_spend_usd: PositiveUsd | None = None
+    open_for: PositiveDuration | None = None
+    probe_calls: Count1 | None = None
+
+
+class BreakerOverride(_Model):
+    """Breaker limits for the routes matching ``route`` (exact or glob)."""
+
+    route: RoutePattern
+    trace: TraceBreakerSpec | None = None
+    route_limits: RouteBreakerSpec | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BreakerOverride:
+        if not (self.trace and self.trace.changes()) and not (
+            self.route_limits and self.route_limits.changes()
+        ):
+            raise _fail(
+                [
+                    (
+                        (),
+                        "this override changes nothing; set trace: {...} or route_limits: {...}, "
+                        "e.g. trace: {max_loop_depth: 40}",
+                    )
+                ]
+            )
+        return self
+
+    def matches(self, route: str) -> bool:
+        return route == self.route or fnmatchcase(route, self.route)
+
+
+def _none_is_spec(value: object) -> object:
+    """``trace:`` with nothing under it keeps every default."""
+    return {} if value is None else value
+
+
+class BreakersSpec(_Model):
+    """The ``breakers:`` section: limits for every route, then overrides per route."""
+
+    trace: Annotated[TraceBreakerSpec, BeforeValidator(_none_is_spec)] = (
+        TraceBreakerSpec.model_validate({})
+    )
+    route: Annotated[RouteBreakerSpec, BeforeValidator(_none_is_spec)] = (
+        RouteBreakerSpec.model_validate({})
+    )
+    overrides: Annotated[list[BreakerOverride], BeforeValidator(_none_is_empty)] = Field(
+        default_factory=list
+    )
+
+    def limits_for(self, route: str) -> BreakerLimits:
+        """Defaults, then this section, then each override matching ``route`` in file order."""
+        limits = _apply(BreakerLimits(), self.trace, self.route)
+        for override in self.overrides:
+            if override.matches(route):
+                limits = _apply(limits, override.trace, override.route_limits)
+        return limits
+
+
+def _apply(
+    limits: BreakerLimits, trace: TraceBreakerSpec | None, route: RouteBreakerSpec | None
+) -> BreakerLimits:
+    """``limits`` with the values ``trace`` and ``route`` set."""
+    trace_changes = trace.changes() if trace is not None else {}
+    route_changes = route.changes() if route is not None else {}
+    if not trace_changes and not route_changes:
+        return limits
+    return BreakerLimits(
+        trace=replace(limits.trace, **trace_changes),
+        route=replace(limits.route, **route_changes),
+    )
+
+
 class RulesFile(_Model):
     """A whole rules file; ``for_route`` gives the rules that apply to one route."""
 
@@ -470,12 +688,15 @@ class RulesFile(_Model):
     overrides: Annotated[list[Override], BeforeValidator(_none_is_empty)] = Field(
         default_factory=list
     )
+    breakers: BreakersSpec = BreakersSpec.model_validate({})
 
     @model_validator(mode="before")
     @classmethod
     def _none_is_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "defaults" in data and data["defaults"] is None:
-            return {key: value for key, value in data.items() if key != "defaults"}
+        if isinstance(data, dict) and any(
+            data.get(key, ...) is None for key in ("defaults", "breakers")
+        ):
+            return {key: value for key, value in data.items() if value is not None}
         return data
 
     @model_validator(mode="after")
@@ -568,6 +789,10 @@ class RulesFile(_Model):
                 )
             )
         return resolved
+
+    def breaker_limits(self, route: str) -> BreakerLimits:
+        """The breaker limits of ``route``: defaults, ``breakers:``, matching overrides in order."""
+        return self.breakers.limits_for(route)
 
 
 def _first(value: float | None, default: float) -> float:
@@ -666,7 +891,7 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
         line, col = marks.get((), (1, 1))
         raise ConfigError(
             f"{source}:{line}:{col}: (top level): expected a mapping with 'rules:' "
-            f"(and optional 'defaults:', 'overrides:'), got a {_yaml_type(data)}"
+            f"(and optional 'defaults:', 'overrides:', 'breakers:'), got a {_yaml_type(data)}"
         )
     try:
         return RulesFile.model_validate(data)
@@ -739,6 +964,8 @@ def _message(loc: tuple[str | int, ...], error: Mapping[str, Any]) -> str:
         return f"expected a mapping (key: value lines), got a {_yaml_type(value)}"
     if kind == "list_type":
         return f'expected a list (e.g. ["refund/*"]), got a {_yaml_type(value)}'
+    if kind in {"int_type", "int_parsing", "int_from_float"}:
+        return f"expected a whole number, got {_yaml_scalar(value)} ({_yaml_type(value)})"
     if kind in {"float_type", "float_parsing"}:
         return f"expected a number, got {_yaml_scalar(value)} ({_yaml_type(value)})"
     if kind == "bool_type":
@@ -761,7 +988,21 @@ def _allowed_keys(loc: tuple[str | int, ...]) -> list[str]:
         model = specs.get(loc[2:3], Rule)
     elif loc[:1] == ("overrides",):
         model = Override
+    elif loc[:1] == ("breakers",):
+        model = _breakers_model(loc[1:])
     return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _breakers_model(loc: tuple[str | int, ...]) -> type[BaseModel]:
+    """The model at ``loc`` inside ``breakers:``."""
+    specs: dict[str, type[BaseModel]] = {
+        "trace": TraceBreakerSpec,
+        "route": RouteBreakerSpec,
+        "route_limits": RouteBreakerSpec,
+    }
+    if loc[:1] == ("overrides",):
+        return specs.get(str(loc[2]), BreakerOverride) if len(loc) > 2 else BreakerOverride
+    return specs.get(str(loc[0]), BreakersSpec) if loc else BreakersSpec
 
 
 def _format(
