@@ -18,7 +18,8 @@ def test_tracewatch_exports() -> None:
 
 def test_sdk_exports() -> None:
     assert sorted(tracewatch.sdk.__all__) == [
-        "AlertSubscriber", "DeliveryError", "InvalidEvent", "TraceProducer",
+        "AlertSubscriber", "BreakerClient", "BreakerOpen", "DeliveryError", "InvalidEvent",
+        "TraceProducer",
     ]  # fmt: skip
     for name in tracewatch.sdk.__all__:
         assert hasattr(tracewatch.sdk, name), name

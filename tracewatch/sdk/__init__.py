@@ -1,7 +1,15 @@
-"""What apps import: the trace producer and the alert subscriber (breaker client comes later)."""
+"""What apps import: the trace producer, the alert subscriber and the breaker client."""
 
 from tracewatch.errors import DeliveryError, InvalidEvent
 from tracewatch.sdk.alerts import AlertSubscriber
+from tracewatch.sdk.breakers import BreakerClient, BreakerOpen
 from tracewatch.sdk.producer import TraceProducer
 
-__all__ = ["AlertSubscriber", "DeliveryError", "InvalidEvent", "TraceProducer"]
+__all__ = [
+    "AlertSubscriber",
+    "BreakerClient",
+    "BreakerOpen",
+    "DeliveryError",
+    "InvalidEvent",
+    "TraceProducer",
+]
