@@ -4,8 +4,9 @@ Same validation, buckets and watermark as ``tracewatch run`` (the pure
 ``Pipeline``) and the same detectors, rules and alert lifecycle (the pure
 ``AlertEngine``), with the file as a single source read in order; no Kafka. The
 closed minutes go to the configured ClickHouse; every alert transition goes, in
-the order produced, to ``--alerts-out`` as one contract alert per line (the
-breakers that will fill ``--breakers-out`` are wired in by later work).
+the order produced, to ``--alerts-out`` as one contract alert per line, and
+every breaker transition (the worker's ``BreakerBoard`` over the same events, in
+file order) to ``--breakers-out``.
 
 Alerts depend only on event time, so a replay of what the worker consumed
 raises the same alerts, as long as the events arrived within the allowed
@@ -15,17 +16,20 @@ which events are late can depend on the order the partitions were read in).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, overload
 
 from tracewatch.config import Settings
 from tracewatch.detectors.buckets import ClosedBucket
-from tracewatch.detectors.engine import AlertEngine, Transition
+from tracewatch.detectors.engine import Transition
+from tracewatch.detectors.judges import load_judges
 from tracewatch.errors import ConfigError
 from tracewatch.pipeline import Pipeline, PipelineCounters, RawMessage, Rejected
+from tracewatch.schemas.event import TraceEvent
 from tracewatch.sinks.clickhouse import ClickHouseSink
 
 __all__ = ["ReplayReport", "replay_file"]
@@ -63,14 +67,20 @@ def replay_file(
     if not events_path.is_file():
         raise ConfigError(f"{events_path}: no such file (give a JSON-lines file of trace events)")
     pipeline = Pipeline.from_settings(settings.worker)
-    engine = AlertEngine.from_settings(settings.detect)
+    judges = load_judges(settings.detect)
+    engine, board = judges.engine, judges.board
     report = ReplayReport(pipeline.counters)
     started = time.perf_counter()
-    _create_empty(breakers_out)  # breaker transitions go here once breakers are wired in
     own_sink = sink is None
     sink = sink or ClickHouseSink(settings.clickhouse).connect()
     try:
-        with _open_out(alerts_out) as alerts:
+        with _open_out(alerts_out) as alerts, _open_out(breakers_out) as breakers:
+
+            def trip(events: list[TraceEvent]) -> None:
+                for signal in [*board.observe(events), *board.advance(board.now)]:
+                    if breakers is not None:
+                        breakers.write(signal.model_dump_json() + "\n")
+                    report.breakers += 1
 
             def judge(closed: list[ClosedBucket]) -> None:
                 _write(sink, closed, report)
@@ -83,6 +93,7 @@ def replay_file(
             for batch in _batches(events_path):
                 result = pipeline.process(batch)
                 _keep_errors(report, result.rejected)
+                trip(result.events)
                 judge(result.closed)
             judge(pipeline.finish())
     finally:
@@ -118,17 +129,16 @@ def _keep_errors(report: ReplayReport, rejected: list[Rejected]) -> None:
         report.first_errors.append(f"line {item.message.offset}: {item.error}")
 
 
-def _open_out(path: Path) -> IO[str]:
+@overload
+def _open_out(path: Path) -> IO[str]: ...
+@overload
+def _open_out(path: None) -> contextlib.nullcontext[None]: ...
+
+
+def _open_out(path: Path | None) -> IO[str] | contextlib.nullcontext[None]:
+    if path is None:
+        return contextlib.nullcontext()
     try:
         return path.open("w", encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _create_empty(path: Path | None) -> None:
-    if path is None:
-        return
-    try:
-        path.write_text("", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None

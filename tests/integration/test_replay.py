@@ -61,3 +61,29 @@ def test_replay_of_a_missing_file_is_a_clear_usage_error(tmp_path: Path) -> None
         env={**os.environ, "TRACEWATCH_HOME": str(tmp_path)}, capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 2 and "no such file" in result.stderr
+
+
+def test_replay_writes_breaker_transitions_for_a_runaway_trace_only(tmp_path: Path) -> None:
+    normal = DemoTraffic(seed=6).take(T0, 5_000, rate_per_s=50.0)
+    runaway = [
+        {"event_id": f"loop-{i}", "trace_id": "loop", "ts": T0 + 5 + i, "kind": "tool",
+         "route": "agent/coder", "tool_name": "search", "tool_args_hash": "same", "cost_usd": 0.01}
+        for i in range(8)
+    ]  # fmt: skip
+    events = sorted([*normal, *runaway], key=lambda e: float(e["ts"]))  # type: ignore[arg-type]
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    breakers = tmp_path / "breakers.jsonl"
+    tracewatch = str(Path(sys.executable).with_name("tracewatch"))
+    result = subprocess.run(
+        [tracewatch, "replay", str(events_file), "--alerts-out", str(tmp_path / "alerts.jsonl"),
+         "--breakers-out", str(breakers)],
+        env={**os.environ, "TRACEWATCH_HOME": str(tmp_path)}, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    signals = [json.loads(line) for line in breakers.read_text().splitlines()]
+    assert [(s["scope"], s["state"]) for s in signals][:1] == [("trace:loop", "open")]
+    assert {s["scope"] for s in signals} == {"trace:loop"}
+    assert "called 6 times with the same arguments" in signals[0]["reason"]
+    assert signals[0]["opened_at"].startswith("2026-11-22T")  # event time of the 6th call

@@ -393,9 +393,10 @@ class AlertEngine:
         self.watermark = float("-inf")
 
     @classmethod
-    def from_settings(cls, detect: DetectSettings) -> AlertEngine:
-        """The engine the worker and replay both build (the rules file is read here)."""
-        rules = None if detect.rules_file is None else load_rules(detect.rules_file)
+    def from_settings(cls, detect: DetectSettings, rules: RulesFile | None = None) -> AlertEngine:
+        """The engine the worker and replay build; reads the rules file unless given it."""
+        if rules is None and detect.rules_file is not None:
+            rules = load_rules(detect.rules_file)
         return cls(
             rules=rules,
             auto=detect.auto,

@@ -139,6 +139,38 @@ class ClickHouseSink:
             )
         return buckets
 
+    def recent_events(self, since: float, limit: int = 2_000_000) -> list[TraceEvent]:
+        """Stored events with ``ts >= since`` (the fields breakers use), in event-time order.
+
+        After a restart the breaker board gets the recent life of every trace
+        back from here (the events were stored before their offsets were
+        committed, so nothing the worker had judged is missing). ``limit`` keeps
+        a restart after a very busy hour from loading everything at once.
+        """
+        result = self.query(
+            "SELECT event_id, trace_id, toFloat64(ts), kind, route, cost_usd, status, "
+            "loop_depth, tool_name, tool_args_hash FROM {db:Identifier}.events "
+            "WHERE ts >= fromUnixTimestamp64Milli({since:Int64}) "
+            "ORDER BY ts, kafka_partition, kafka_offset LIMIT {limit:UInt64}",
+            {"db": self.database, "since": int(since * 1000), "limit": limit},
+        )
+        return [
+            # model_construct: these were validated before they were stored
+            TraceEvent.model_construct(
+                event_id=event_id,
+                trace_id=trace_id,
+                ts=float(ts),
+                kind=kind,
+                route=route,
+                cost_usd=cost,
+                status=status,
+                loop_depth=depth,
+                tool_name=tool or None,
+                tool_args_hash=args or None,
+            )
+            for event_id, trace_id, ts, kind, route, cost, status, depth, tool, args in result.rows
+        ]
+
     def _insert(
         self, table: str, names: Sequence[str], columns: Sequence[list[Any]], token: str
     ) -> None:

@@ -25,12 +25,13 @@ import faust
 import mode
 
 from tracewatch.config import Settings
-from tracewatch.detectors.engine import AlertEngine
+from tracewatch.detectors.judges import load_judges
 from tracewatch.errors import TracewatchError
 from tracewatch.schemas.alert import Alert
 from tracewatch.sinks.alertmanager import AlertmanagerService
 from tracewatch.sinks.clickhouse import ClickHouseSink
 from tracewatch.sinks.kafka_alerts import AlertPublisher
+from tracewatch.sinks.kafka_breakers import BreakerPublisher
 from tracewatch.sinks.kafka_stats import StatsPublisher
 from tracewatch.streams.ingest import IngestLoop
 
@@ -106,13 +107,16 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
         if alertmanager is not None:
             alertmanager.submit(alerts)
 
+    judges = load_judges(settings.detect)
     ingest = IngestLoop(
         settings,
         sink,
         on_closed=stats_publisher.publish,
-        engine=AlertEngine.from_settings(settings.detect),
+        engine=judges.engine,
         on_alerts=deliver,
         on_restored=alertmanager.submit if alertmanager is not None else None,
+        board=judges.board,
+        breakers=BreakerPublisher(settings.kafka),
     )
     service = IngestService(ingest, alertmanager)
 
@@ -132,6 +136,12 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
         body["ingest_error"] = None if service.failed is None else repr(service.failed)
         body["alertmanager"] = None if alertmanager is None else alertmanager.status()
         return web.json(body)
+
+    @app.page("/breakers")
+    async def breakers(web: Any, request: Any) -> Any:
+        board = service.ingest.board
+        signals = [] if board is None else list(board.open_signals())
+        return web.json({"open": [json.loads(s.model_dump_json()) for s in signals]})
 
     @app.page("/alerts")
     async def alerts(web: Any, request: Any) -> Any:

@@ -28,31 +28,43 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from tracewatch.config import Settings
+from tracewatch.detectors.breakers import BreakerBoard
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import AlertEngine
 from tracewatch.errors import SinkError
 from tracewatch.pipeline import Pipeline, RawMessage
 from tracewatch.schemas.alert import Alert
+from tracewatch.schemas.breaker import BreakerSignal
 from tracewatch.schemas.event import TraceEvent
 from tracewatch.sinks.clickhouse import ClickHouseSink, event_columns
 from tracewatch.sinks.kafka import DeadLetterPublisher
 
-__all__ = ["IngestLoop", "PendingBatch"]
+__all__ = ["BreakerSink", "IngestLoop", "PendingBatch"]
 
 log = logging.getLogger("tracewatch.ingest")
 T = TypeVar("T")
 
 #: minutes of history the detectors get back after a restart (baseline 60 + window 5 + slack)
 WARM_UP_MINUTES = 70
+#: event time of stored events the breaker board reads back after a restart (a trace
+#: idle longer than its ttl, 10 minutes by default, has expired anyway)
+BREAKER_WARM_UP_S = 900.0
 #: transitions decided this close to the restart point are sent again
 RESEND_AFTER_RESTART_S = 120.0
+
+
+class BreakerSink(Protocol):
+    """Where breaker signals go: ``publish`` at once (latency), ``flush`` before commit."""
+
+    def publish(self, signals: Sequence[BreakerSignal]) -> None: ...
+    def flush(self, timeout: float = 30.0) -> None: ...
 
 
 @dataclass
@@ -64,6 +76,8 @@ class PendingBatch:
     offsets: list[int] = field(default_factory=list)
     closed: list[ClosedBucket] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    breakers: list[BreakerSignal] = field(default_factory=list)
+    resend_breakers: bool = False  # a failed flush: publish them again before the next one
     first_offset: dict[int, int] = field(default_factory=dict)
     last_offset: dict[int, int] = field(default_factory=dict)
     started: float = 0.0
@@ -86,7 +100,7 @@ class PendingBatch:
 
     @property
     def empty(self) -> bool:
-        return not self.last_offset and not self.closed and not self.alerts
+        return not self.last_offset and not self.closed and not self.alerts and not self.breakers
 
 
 class IngestLoop:
@@ -100,6 +114,8 @@ class IngestLoop:
         engine: AlertEngine | None = None,
         on_alerts: Callable[[list[Alert]], None] | None = None,
         on_restored: Callable[[list[Alert]], None] | None = None,
+        board: BreakerBoard | None = None,
+        breakers: BreakerSink | None = None,
     ) -> None:
         """``on_alerts`` must raise ``SinkError`` unless every alert was acknowledged;
         ``on_restored`` gets the alerts still open after a restart's warm-up."""
@@ -111,6 +127,9 @@ class IngestLoop:
         self.on_alerts = on_alerts
         self.on_restored = on_restored
         self.alerts_sent = 0
+        self.board = board
+        self.breakers = breakers
+        self.breaker_signals = 0
         self.firing: list[Alert] = []  # a snapshot for the web views (replaced, never mutated)
         self._warmed_up = False
         self.pipeline = Pipeline.from_settings(settings.worker)
@@ -175,6 +194,9 @@ class IngestLoop:
             "flushes": self.flushes,
             "alerts_sent": self.alerts_sent,
             "alerts_firing": len(self.firing),
+            "breaker_signals": self.breaker_signals,
+            "breakers_open": 0 if self.board is None else len(self.board.open_signals()),
+            "traces_tracked": 0 if self.board is None else len(self.board),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "last_error": self.last_error,
         }
@@ -188,6 +210,7 @@ class IngestLoop:
         p.events.extend(result.events[i] for i in result.to_store)
         p.partitions.extend(result.sources[i].partition for i in result.to_store)
         p.offsets.extend(result.sources[i].offset for i in result.to_store)
+        self._judge_breakers([result.events[i] for i in result.to_store])
         self._add_closed(result.closed)
         if result.rejected:
             self.dlq.publish(result.rejected)
@@ -209,6 +232,23 @@ class IngestLoop:
         for partition, since in list(self._eof_since.items()):
             if now - since >= limit:
                 self._add_closed(self.pipeline.mark_idle(partition))
+
+    def _judge_breakers(self, events: list[TraceEvent]) -> None:
+        """Breakers act on every event, at once: signals are produced here, not at flush.
+
+        Events read again after a restart (already stored) are left out: the
+        board got them back from ClickHouse in ``_warm_up``.
+        """
+        if self.board is None:
+            return
+        signals = self.board.observe(events)
+        signals += self.board.advance(self.board.now)
+        if signals:
+            self.pending.start_clock()
+            self.pending.breakers.extend(signals)
+            self.breaker_signals += len(signals)
+            if self.breakers is not None:
+                self.breakers.publish(signals)
 
     def _add_closed(self, closed: list[ClosedBucket]) -> None:
         if closed:
@@ -261,6 +301,11 @@ class IngestLoop:
         if p.alerts and self.on_alerts is not None:
             self.on_alerts(p.alerts)
             self.alerts_sent += len(p.alerts)
+        if p.breakers and self.breakers is not None:
+            if p.resend_breakers:
+                self.breakers.publish(p.breakers)
+            p.resend_breakers = True  # if the flush below fails, the retry sends them again
+            self.breakers.flush()
         self._commit(p)
         self.stored_events += len(p.events)
         self.stats_rows += len(p.closed)
@@ -299,12 +344,15 @@ class IngestLoop:
         log.info("assigned %s; stored up to %s", [tp.partition for tp in partitions], self._stored)
 
     def _warm_up(self, closed_until: float) -> None:
-        """Give the detectors back their history once, on the first assignment."""
-        if self._warmed_up or self.engine is None:
+        """Give the detectors and breakers back their history once, on the first assignment."""
+        if self._warmed_up:
             return
         self._warmed_up = True
         if closed_until == float("-inf"):
             return  # a first start: nothing to remember
+        self._warm_up_breakers(closed_until)
+        if self.engine is None:
+            return
         history = self._retry(
             lambda: self.sink.recent_buckets(closed_until - 60.0 * WARM_UP_MINUTES)
         )
@@ -321,6 +369,33 @@ class IngestLoop:
             len(history),
             len(self.firing),
             len(again),
+        )
+
+    def _warm_up_breakers(self, closed_until: float) -> None:
+        """Rebuild per-trace and per-route breaker state from the events stored recently.
+
+        Every event the board judged before the restart is in ClickHouse (events
+        are stored before their offsets commit), so the board sees each once:
+        these from storage, the rest from Kafka. The open breakers are published
+        again (the topic is compacted: a repeat of the latest state is harmless).
+        """
+        if self.board is None:
+            return
+        lookback = BREAKER_WARM_UP_S + self.settings.worker.allowed_lateness_s
+        history = self._retry(lambda: self.sink.recent_events(closed_until - lookback))
+        self.board.observe(history)
+        self.board.advance(self.board.now)
+        still_open = self.board.open_signals()
+        if still_open:
+            self.pending.start_clock()
+            self.pending.breakers.extend(still_open)
+            if self.breakers is not None:
+                self.breakers.publish(still_open)
+        log.info(
+            "breakers warmed up on %d events; %d traces tracked, %d breakers open",
+            len(history),
+            len(self.board),
+            len(still_open),
         )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:

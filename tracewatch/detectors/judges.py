@@ -1,0 +1,31 @@
+"""The alert engine and the breaker board, built once from the detection settings.
+
+The worker and replay both call ``load_judges`` so that they read the rules file
+the same way and judge with the same limits; the file is read once, here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tracewatch.config import DetectSettings
+from tracewatch.detectors.breakers import DEFAULT_LIMITS, BreakerBoard
+from tracewatch.detectors.engine import AlertEngine
+from tracewatch.schemas.rules import RulesFile, load_rules
+
+__all__ = ["Judges", "load_judges"]
+
+
+@dataclass
+class Judges:
+    engine: AlertEngine
+    board: BreakerBoard
+    rules: RulesFile | None
+
+
+def load_judges(detect: DetectSettings) -> Judges:
+    """Read the rules file (``ConfigError`` at its line if broken) and build both judges."""
+    rules = None if detect.rules_file is None else load_rules(detect.rules_file)
+    engine = AlertEngine.from_settings(detect, rules)
+    board = BreakerBoard(rules.breaker_limits if rules is not None else DEFAULT_LIMITS)
+    return Judges(engine, board, rules)
