@@ -8,6 +8,7 @@ The default limit is 25: the run must stop within a couple of steps of it.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -113,4 +114,45 @@ def test_a_runaway_agent_is_stopped_within_two_steps_of_its_limit(
     assert sent[0] > 1000  # normal traces ran alongside and tripped nothing
     status = worker.status()
     assert status is not None and status["breakers_open"] == 1
+    worker.stop()
+
+
+def test_trace_state_survives_a_kill_9(
+    kafka_settings: KafkaSettings, tmp_path: Path, free_port: int, make_worker: Any
+) -> None:
+    """Four identical tool calls before the crash, two after: the sixth trips the breaker
+    only if the restarted worker remembers the first four (it reads them back from
+    ClickHouse), since a fresh board would count two."""
+    ensure_topics(kafka_settings)
+    worker = make_worker(kafka_settings, tmp_path, free_port)
+    worker.start()
+    trace_id = f"repeat-{uuid.uuid4().hex[:8]}"
+    limit = DEFAULT_LIMITS.trace.max_same_tool_calls
+
+    def call(i: int) -> dict[str, object]:
+        return {
+            "event_id": f"{trace_id}-{i}", "trace_id": trace_id, "ts": time.time(),
+            "kind": "tool", "route": "agent/coder", "tool_name": "search",
+            "tool_args_hash": "same-args", "cost_usd": 0.001,
+        }  # fmt: skip
+
+    with TraceProducer(settings=kafka_settings) as app:
+        for i in range(limit - 1):
+            app.send(call(i))
+        app.flush()
+        worker.wait_for(lambda body: body["stored_events"] >= limit - 1 and body["flushes"] > 0)
+        worker.stop(signal.SIGKILL)
+        worker.start()
+        worker.wait_for(lambda body: body is not None, timeout=60)
+        for i in range(limit - 1, limit + 1):
+            app.send(call(i))
+        app.flush()
+    with BreakerClient(kafka_settings) as breakers:
+        assert breakers.wait_ready(10)
+        deadline = time.monotonic() + 60
+        while breakers.check(trace_id=trace_id).allowed and time.monotonic() < deadline:
+            time.sleep(0.05)
+        decision = breakers.check(trace_id=trace_id)
+    assert not decision.allowed, "the restarted worker forgot the trace's earlier calls"
+    assert f"called {limit + 1} times with the same arguments" in decision.reason
     worker.stop()

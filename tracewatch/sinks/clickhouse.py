@@ -139,8 +139,11 @@ class ClickHouseSink:
             )
         return buckets
 
-    def recent_events(self, since: float, limit: int = 2_000_000) -> list[TraceEvent]:
-        """Stored events with ``ts >= since`` (the fields breakers use), in event-time order.
+    def recent_events(
+        self, topic: str, lookback_s: float, limit: int = 2_000_000
+    ) -> list[TraceEvent]:
+        """Stored events of ``topic`` from the last ``lookback_s`` of event time (up to its
+        newest event), with the fields breakers use, in event-time order.
 
         After a restart the breaker board gets the recent life of every trace
         back from here (the events were stored before their offsets were
@@ -150,9 +153,16 @@ class ClickHouseSink:
         result = self.query(
             "SELECT event_id, trace_id, toFloat64(ts), kind, route, cost_usd, status, "
             "loop_depth, tool_name, tool_args_hash FROM {db:Identifier}.events "
-            "WHERE ts >= fromUnixTimestamp64Milli({since:Int64}) "
+            "WHERE kafka_topic = {topic:String} AND ts >= ("
+            "  SELECT max(ts) FROM {db:Identifier}.events WHERE kafka_topic = {topic:String}"
+            ") - toIntervalMillisecond({lookback_ms:Int64}) "
             "ORDER BY ts, kafka_partition, kafka_offset LIMIT {limit:UInt64}",
-            {"db": self.database, "since": int(since * 1000), "limit": limit},
+            {
+                "db": self.database,
+                "topic": topic,
+                "lookback_ms": int(lookback_s * 1000),
+                "limit": limit,
+            },
         )
         return [
             # model_construct: these were validated before they were stored

@@ -348,11 +348,9 @@ class IngestLoop:
         if self._warmed_up:
             return
         self._warmed_up = True
-        if closed_until == float("-inf"):
-            return  # a first start: nothing to remember
-        self._warm_up_breakers(closed_until)
-        if self.engine is None:
-            return
+        self._warm_up_breakers()
+        if self.engine is None or closed_until == float("-inf"):
+            return  # no minute was ever closed: the detectors have nothing to remember
         history = self._retry(
             lambda: self.sink.recent_buckets(closed_until - 60.0 * WARM_UP_MINUTES)
         )
@@ -371,7 +369,7 @@ class IngestLoop:
             len(again),
         )
 
-    def _warm_up_breakers(self, closed_until: float) -> None:
+    def _warm_up_breakers(self) -> None:
         """Rebuild per-trace and per-route breaker state from the events stored recently.
 
         Every event the board judged before the restart is in ClickHouse (events
@@ -382,7 +380,9 @@ class IngestLoop:
         if self.board is None:
             return
         lookback = BREAKER_WARM_UP_S + self.settings.worker.allowed_lateness_s
-        history = self._retry(lambda: self.sink.recent_events(closed_until - lookback))
+        history = self._retry(lambda: self.sink.recent_events(self.topic, lookback))
+        if not history:
+            return
         self.board.observe(history)
         self.board.advance(self.board.now)
         still_open = self.board.open_signals()
@@ -413,6 +413,10 @@ class IngestLoop:
                 "group.id": k.consumer_group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # a worker killed with -9 holds its partitions until its session times
+                # out; 10 s (librdkafka's default is 45 s) bounds the gap after a crash
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
                 "enable.partition.eof": True,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "queued.max.messages.kbytes": 256 * 1024,
