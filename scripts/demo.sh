@@ -2,7 +2,8 @@
 # README's first command: set up, start a local Kafka broker, Alertmanager (when the
 # Debian package is installed or installable) and the tracewatch worker, stream demo
 # traffic for several routes through the SDK with an injected incident (cost x3 on
-# support/chat from 12 minutes ago), then show the statistics and the alerts.
+# support/chat from 12 minutes ago) and a few runaway agents, then show the alerts, the
+# open circuit breakers and the statistics.
 # Everything keeps running afterwards so you can query; `bash scripts/stop.sh` stops it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,10 +37,13 @@ else
 fi
 
 # 40 minutes of backfill: the detectors want 20+ minutes of a route's own history
-$tw demo --duration "$seconds" --backfill 40m --incident "${DEMO_INCIDENT:-cost}" --incident-at 12m
+# and 5 % of agent runs get stuck repeating one tool call: breakers stop them
+$tw demo --duration "$seconds" --backfill 40m --incident "${DEMO_INCIDENT:-cost}" --incident-at 12m \
+  --runaway-rate "${DEMO_RUNAWAY_RATE:-0.05}"
 sleep 3  # the worker flushes about once a second
 echo
 $tw alerts
+$tw breakers
 $tw query top --by cost_p95 --since 15m
 $tw query series support/chat --since 15m --limit 12
 $tw query sql "SELECT route, sum(count) AS events, round(sum(cost_sum), 2) AS spend_usd,
@@ -50,6 +54,7 @@ cat <<MSG
 The worker and the broker are still running. Try:
   $tw status                                   # the worker's counters (valid, rejected by reason, late)
   $tw alerts --follow                          # alert transitions as they happen (Ctrl-C stops)
+  $tw breakers                                 # open circuit breakers, as an app's BreakerClient sees them
   $tw query top --by latency_p99 --since 15m
   $tw query series agent/coder --since 15m
   $tw demo --duration 300 --backfill 0         # more live traffic

@@ -204,6 +204,10 @@ def demo(
     incident_at: Annotated[
         str, typer.Option(help="When it starts, in event time: 12m (ago), or RFC 3339.")
     ] = "12m",
+    runaway_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of agent runs stuck in a tool-call loop."),
+    ] = 0.0,
 ) -> None:
     """Produce realistic demo traffic for several routes through the SDK."""
     from tracewatch.demo.runner import INCIDENTS, Incident, run_demo
@@ -221,7 +225,9 @@ def demo(
                 "(e.g. --incident cost)"
             )
         chosen = Incident(incident, incident_route, parse_time(incident_at).timestamp())
-    run_demo(settings.kafka, duration, rate, backfill_s, invalid_every, seed, err, chosen)
+    run_demo(
+        settings.kafka, duration, rate, backfill_s, invalid_every, seed, err, chosen, runaway_rate
+    )
 
 
 @app.command()
@@ -309,6 +315,32 @@ def _print_alerts(alerts: list[Alert], as_json: bool) -> None:
         )
     if alerts:
         out.print(table)
+
+
+@app.command("breakers")
+def breakers_command(bootstrap: BootstrapOpt = None) -> None:
+    """Open breakers, from the compacted breakers topic (as an app's BreakerClient sees them)."""
+    from tracewatch.sdk.breakers import BreakerClient
+
+    settings = _settings(bootstrap)
+    with BreakerClient(settings.kafka) as client:
+        if not client.wait_ready(15.0):
+            raise ServiceUnavailable(
+                f"could not read {settings.kafka.breakers_topic} within 15 s; is Kafka up "
+                "(`bash infra/kafka/start.sh`) and TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS right?"
+            )
+        shown = client.state.open_signals()
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for name in ("scope", "state", "opened_at", "ttl_s", "reason"):
+        table.add_column(name, no_wrap=name != "reason")
+    for s in sorted(shown, key=lambda s: (s.opened_at is None, s.opened_at, s.scope)):
+        opened = "-" if s.opened_at is None else f"{s.opened_at:%Y-%m-%d %H:%M:%S}"
+        ttl = "-" if s.ttl_s is None else f"{s.ttl_s:g}"
+        table.add_row(escape(s.scope), s.state, opened, ttl, escape(s.reason))
+    if shown:
+        out.print(table)
+    else:
+        err.print(f"no open breakers on {settings.kafka.breakers_topic}")
 
 
 @app.command()

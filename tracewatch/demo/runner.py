@@ -9,6 +9,7 @@ detectors have something to find.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import numpy as np
 from rich.console import Console
 
 from tracewatch.config import KafkaSettings
-from tracewatch.demo.traffic import DemoTraffic, invalid_events
+from tracewatch.demo.traffic import DEFAULT_ROUTES, DemoTraffic, invalid_events
 from tracewatch.sdk.producer import TraceProducer
 
 __all__ = ["INCIDENTS", "Incident", "run_demo"]
@@ -94,6 +95,7 @@ def run_demo(
     seed: int,
     console: Console,
     incident: Incident | None = None,
+    runaway_rate: float = 0.0,
 ) -> Counter[str]:
     """Send one continuous stream: the backfill at once, then each event when its ``ts`` comes.
 
@@ -102,7 +104,17 @@ def run_demo(
     order, and what the worker counts as late is really late.
     """
     started = time.time()
-    stream = DemoTraffic(seed=seed).events(started - backfill_s, rate, backfill_s + duration_s)
+    routes = [
+        dataclasses.replace(r, runaway_rate=runaway_rate) if r.workload == "agent" else r
+        for r in DEFAULT_ROUTES
+    ]
+    traffic = DemoTraffic(seed=seed, routes=routes)
+    stream = traffic.events(started - backfill_s, rate, backfill_s + duration_s)
+    if runaway_rate > 0:
+        console.print(
+            f"runaway agents: {runaway_rate:.0%} of agent runs repeat one tool call "
+            "until a breaker stops them"
+        )
     if incident is not None:
         stream = incident.apply(stream)
         ago = started - incident.start

@@ -228,6 +228,10 @@ class BreakerState:
     def __len__(self) -> int:
         return len(self._breakers)
 
+    def open_signals(self) -> list[BreakerSignal]:
+        """The open signal of every scope held (expired trace breakers are pruned)."""
+        return [breaker.signal for breaker in list(self._breakers.values())]
+
     def prune(self, now: float) -> int:
         """Drop trace breakers that have expired; returns how many. Routes stay (half-open)."""
         expired = [
