@@ -2,6 +2,8 @@
 
 Sketches and per-minute statistics (``sketch``, ``stats``, ``columns``), event-time
 buckets and watermarks (``buckets``), duplicate memory (``dedup``), detectors
-(``baseline``, ``drift``, ``registry``) and the alert lifecycle (``lifecycle``).
-Nothing here imports faust, Kafka or ClickHouse.
+(``baseline``, ``drift``, ``registry``), the alert lifecycle (``lifecycle``), the
+per-route alert engine over closed minutes (``route_minutes``, ``engine``), the
+per-event circuit breakers (``breakers``), and both built from the settings
+(``judges``). Nothing here imports faust, Kafka or ClickHouse.
 """
