@@ -11,15 +11,9 @@ duplicate or reorder transitions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from types import TracebackType
-
-from confluent_kafka import KafkaException, Producer
-
 from tracewatch.config import KafkaSettings
-from tracewatch.errors import SinkError
 from tracewatch.schemas.alert import Alert
-from tracewatch.sinks.delivery import DeliveryTracker
+from tracewatch.sinks.kafka_json import Headers, JsonPublisher
 
 __all__ = ["STATUS_HEADER", "AlertPublisher", "alert_headers", "alert_value"]
 
@@ -31,11 +25,11 @@ def alert_value(alert: Alert) -> bytes:
     return alert.model_dump_json().encode()
 
 
-def alert_headers(alert: Alert) -> list[tuple[str, str | bytes | None]]:
+def alert_headers(alert: Alert) -> Headers:
     return [(STATUS_HEADER, alert.status.encode())]
 
 
-class AlertPublisher:
+class AlertPublisher(JsonPublisher[Alert]):
     """Sends alerts to the alerts topic; ``flush`` raises ``SinkError`` if any was not acknowledged.
 
     The worker commits its input offsets only after ``flush`` returns, so an alert
@@ -43,59 +37,11 @@ class AlertPublisher:
     """
 
     def __init__(self, settings: KafkaSettings) -> None:
-        self.topic = settings.alerts_topic
-        self._producer = Producer(
-            {
-                **settings.client_config(),
-                "linger.ms": 20,
-                "enable.idempotence": True,
-                "acks": "all",
-            }
+        super().__init__(
+            settings,
+            settings.alerts_topic,
+            key=lambda alert: alert.fingerprint.encode(),
+            what="alert",
+            producer_config={"linger.ms": 20},
+            headers=alert_headers,
         )
-        self._delivery = DeliveryTracker()
-
-    @property
-    def published(self) -> int:
-        """Alerts the broker acknowledged so far."""
-        return self._delivery.acknowledged
-
-    def publish(self, alerts: Sequence[Alert]) -> None:
-        """Queue the alerts in order; call ``flush`` to wait for their acknowledgement."""
-        for alert in alerts:
-            self._produce(alert)
-        self._producer.poll(0)
-
-    def flush(self, timeout: float = 30.0) -> None:
-        """Block until every queued alert is acknowledged; raise ``SinkError`` otherwise."""
-        remaining = self._producer.flush(timeout)
-        self._delivery.check(remaining, timeout, "alert publish")
-
-    def close(self) -> None:
-        self.flush()
-
-    def __enter__(self) -> AlertPublisher:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self.close()
-        else:  # do not hide the caller's exception behind a delivery error
-            self._producer.flush(5.0)
-
-    def _produce(self, alert: Alert) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic,
-                    alert_value(alert),
-                    alert.fingerprint.encode(),
-                    headers=alert_headers(alert),
-                    on_delivery=self._delivery,
-                )
-                return
-            except BufferError:  # local queue full: serve delivery reports until there is room
-                self._producer.poll(0.1)
-            except KafkaException as exc:
-                raise SinkError(f"cannot queue alert {alert.fingerprint}: {exc}") from None
