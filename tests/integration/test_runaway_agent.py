@@ -78,7 +78,7 @@ def test_a_runaway_agent_is_stopped_within_two_steps_of_its_limit(
     worker.wait_for(lambda body: body["received"] > 500)
 
     trace_id, route = f"runaway-{uuid.uuid4().hex[:8]}", "agent/coder"
-    steps = 0
+    steps, sent_before = 0, sent[0]
     with BreakerClient(kafka_settings) as breakers, TraceProducer(settings=kafka_settings) as app:
         assert breakers.wait_ready(10)
         try:
@@ -111,7 +111,8 @@ def test_a_runaway_agent_is_stopped_within_two_steps_of_its_limit(
 
     signals = breaker_signals(kafka_settings)
     assert [s.scope for s in signals if s.state == "open"] == [f"trace:{trace_id}"]
-    assert sent[0] > 1000  # normal traces ran alongside and tripped nothing
+    # normal traces ran alongside the agent (a few hundred events a second) and tripped nothing
+    assert sent[0] - sent_before > 100, (sent_before, sent[0])
     status = worker.status()
     assert status is not None and status["breakers_open"] == 1
     worker.stop()
