@@ -20,6 +20,8 @@ from typing import Literal, Protocol, cast
 
 from river.drift import ADWIN
 
+from tracewatch.detectors.baseline import _median
+
 __all__ = ["DriftDetector", "LevelShiftDetector"]
 
 
@@ -289,9 +291,3 @@ class LevelShiftDetector:
         up = level >= self.min_shift and self.direction != "down"
         down = level <= 1.0 / self.min_shift and self.direction != "up"
         return up or down
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2.0

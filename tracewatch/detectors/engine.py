@@ -53,6 +53,7 @@ earlier level (ADWIN): $0.0042 vs $0.0030 over the previous 60 min"; the alert's
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -570,14 +571,4 @@ def _with_change_note(obs: Observation, route: _Route, watch: _Watch) -> Observa
     ]
     if not notes:
         return obs
-    return Observation(
-        obs.alertname,
-        obs.labels,
-        obs.ts,
-        obs.breached,
-        value=obs.value,
-        baseline=obs.baseline,
-        threshold=obs.threshold,
-        summary=f"{obs.summary}, after {' and '.join(notes)}",
-        context=obs.context,
-    )
+    return dataclasses.replace(obs, summary=f"{obs.summary}, after {' and '.join(notes)}")
