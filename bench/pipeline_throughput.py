@@ -45,8 +45,7 @@ def main() -> None:
     start = time.perf_counter()
     for batch in batches:
         result = pipeline.process(batch)
-        event_columns(result.events, [m.partition for m in result.sources],
-                      [m.offset for m in result.sources])  # fmt: skip
+        event_columns(result.events, result.partitions.tolist(), result.offsets.tolist())
     with_rows = len(messages) / (time.perf_counter() - start)
 
     print(f"events: {len(messages)}, batch: {args.batch}")

@@ -26,7 +26,7 @@ def test_valid_invalid_and_duplicates_add_up() -> None:
     assert c.received == 2350 and c.valid == 2000
     assert c.rejected["duplicate_event_id"] == 50
     assert c.rejected_total == 350 == len(result.rejected)
-    assert [m.offset for m in result.sources] == list(range(2000))
+    assert result.offsets.tolist() == list(range(2000))
     assert sum(b.stats.count for b in result.closed + pipeline.finish()) == 2000
 
 

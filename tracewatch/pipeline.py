@@ -13,16 +13,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from tracewatch.config import WorkerSettings
 from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket, RowSources
-from tracewatch.detectors.columns import EventColumns, key_of
+from tracewatch.detectors.columns import EventColumns, keys_of
 from tracewatch.detectors.dedup import RecentIds
 from tracewatch.errors import InvalidEvent
-from tracewatch.schemas.event import TraceEvent
-from tracewatch.schemas.validation import DEFAULT_MAX_MESSAGE_BYTES, validate_message
+from tracewatch.schemas.record import EventRecord
+from tracewatch.schemas.validation import DEFAULT_MAX_MESSAGE_BYTES, decode_records
 
-__all__ = ["BatchResult", "Pipeline", "PipelineCounters", "RawMessage", "Rejected"]
+__all__ = [
+    "BatchResult",
+    "MessageBatch",
+    "Pipeline",
+    "PipelineCounters",
+    "RawMessage",
+    "Rejected",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +43,34 @@ class RawMessage:
     offset: int = 0
 
 
+@dataclass(slots=True)
+class MessageBatch:
+    """A batch of messages as parallel lists: the hot path builds no object per message.
+
+    ``RawMessage`` objects are made only for the few messages that are rejected.
+    """
+
+    values: list[bytes | None]
+    keys: list[bytes | None]
+    partitions: list[int]
+    offsets: list[int]
+
+    @classmethod
+    def of(cls, messages: Sequence[RawMessage]) -> MessageBatch:
+        return cls(
+            [m.value for m in messages],
+            [m.key for m in messages],
+            [m.partition for m in messages],
+            [m.offset for m in messages],
+        )
+
+    def message(self, i: int) -> RawMessage:
+        return RawMessage(self.values[i], self.keys[i], self.partitions[i], self.offsets[i])
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
     message: RawMessage
@@ -43,14 +79,21 @@ class Rejected:
 
 @dataclass
 class BatchResult:
-    """``events[i]`` came from ``sources[i]``; ``to_store`` are the ones not stored before."""
+    """``events[i]`` came from ``partitions[i]``/``offsets[i]``; ``to_store`` indexes
+    the events not stored before (read again after a restart)."""
 
-    events: list[TraceEvent]
-    sources: list[RawMessage]
+    events: list[EventRecord]
+    partitions: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
     rejected: list[Rejected]
     late: int
     closed: list[ClosedBucket]
-    to_store: list[int]
+    to_store: npt.NDArray[np.intp]
+
+    def stored_events(self) -> list[EventRecord]:
+        if len(self.to_store) == len(self.events):
+            return self.events
+        return [self.events[i] for i in self.to_store.tolist()]
 
 
 @dataclass
@@ -92,7 +135,7 @@ class Pipeline:
         )
 
     def process(
-        self, messages: Sequence[RawMessage], stored: Mapping[int, int] | None = None
+        self, messages: Sequence[RawMessage] | MessageBatch, stored: Mapping[int, int] | None = None
     ) -> BatchResult:
         """Validate, deduplicate and aggregate one batch.
 
@@ -100,39 +143,47 @@ class Pipeline:
         storage (read again after a restart): such events rebuild open buckets
         but are neither stored again nor counted twice.
         """
-        events: list[TraceEvent] = []
-        sources: list[RawMessage] = []
-        rejected: list[Rejected] = []
-        for message in messages:
-            try:
-                event = validate_message(message.value, self.max_message_bytes)
-            except InvalidEvent as exc:
-                rejected.append(Rejected(message, exc))
-                continue
-            if self.recent_ids.seen(event.event_id):
-                duplicate = InvalidEvent(
-                    "duplicate_event_id",
-                    f"event_id {event.event_id!r} was already seen",
-                    "event_id",
-                )
-                rejected.append(Rejected(message, duplicate))
-                continue
-            events.append(event)
-            sources.append(message)
-        last_stored = stored or {}
-        replayed = [m.offset <= last_stored.get(m.partition, -1) for m in sources]
-        row_sources = RowSources(
-            np.fromiter((m.partition for m in sources), np.int64, len(sources)),
-            np.fromiter((m.offset for m in sources), np.int64, len(sources)),
-            np.asarray(replayed, dtype=bool),
-        )
+        batch = messages if isinstance(messages, MessageBatch) else MessageBatch.of(messages)
+        records, index, bad = decode_records(batch.values, self.max_message_bytes)
+        rejected = [Rejected(batch.message(i), exc) for i, exc in bad]
+        events, index = self._first_seen(batch, records, index, rejected)
+        rows = np.asarray(index, dtype=np.intp)
+        partitions = np.asarray(batch.partitions, dtype=np.int64)[rows]
+        offsets = np.asarray(batch.offsets, dtype=np.int64)[rows]
+        replayed = _replayed(partitions, offsets, stored)
         late = self.aggregator.add(
-            [key_of(e) for e in events], EventColumns.from_events(events), row_sources
+            keys_of(events), EventColumns.from_events(events), RowSources(
+                partitions, offsets, replayed
+            )
         )
-        self._count(len(messages), len(events), late, rejected)
-        to_store = [i for i, again in enumerate(replayed) if not again]
+        self._count(len(batch), len(events), late, rejected)
+        to_store = np.flatnonzero(~replayed)
         closed = self.aggregator.close_ready()
-        return BatchResult(events, sources, rejected, late, closed, to_store)
+        return BatchResult(events, partitions, offsets, rejected, late, closed, to_store)
+
+    def _first_seen(
+        self,
+        batch: MessageBatch,
+        records: list[EventRecord],
+        index: list[int],
+        rejected: list[Rejected],
+    ) -> tuple[list[EventRecord], list[int]]:
+        """Drop repeated event ids (to ``rejected``), keeping the first of each."""
+        seen = self.recent_ids.seen
+        repeats = [j for j, record in enumerate(records) if seen(record.event_id)]
+        if not repeats:
+            return records, index
+        for j in repeats:
+            duplicate = InvalidEvent(
+                "duplicate_event_id",
+                f"event_id {records[j].event_id!r} was already seen",
+                "event_id",
+            )
+            rejected.append(Rejected(batch.message(index[j]), duplicate))
+        rejected.sort(key=lambda r: (r.message.partition, r.message.offset))
+        drop = set(repeats)
+        keep = [j for j in range(len(records)) if j not in drop]
+        return [records[j] for j in keep], [index[j] for j in keep]
 
     def mark_idle(self, partition: int) -> list[ClosedBucket]:
         """A source partition reached its end: it stops holding the watermark back."""
@@ -148,3 +199,15 @@ class Pipeline:
         self.counters.valid += valid
         self.counters.late += late
         self.counters.rejected.update(r.error.reason for r in rejected)
+
+
+def _replayed(
+    partitions: npt.NDArray[np.int64],
+    offsets: npt.NDArray[np.int64],
+    stored: Mapping[int, int] | None,
+) -> npt.NDArray[np.bool_]:
+    """Rows at or below the last offset stored per partition."""
+    replayed = np.zeros(len(offsets), dtype=bool)
+    for partition, last in (stored or {}).items():
+        replayed |= (partitions == partition) & (offsets <= last)
+    return replayed

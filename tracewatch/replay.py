@@ -28,8 +28,8 @@ from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import Transition
 from tracewatch.detectors.judges import load_judges
 from tracewatch.errors import ConfigError
-from tracewatch.pipeline import Pipeline, PipelineCounters, RawMessage, Rejected
-from tracewatch.schemas.event import TraceEvent
+from tracewatch.pipeline import MessageBatch, Pipeline, PipelineCounters, Rejected
+from tracewatch.schemas.record import EventRecord
 from tracewatch.sinks.clickhouse import ClickHouseSink
 
 __all__ = ["ReplayReport", "replay_file"]
@@ -76,7 +76,7 @@ def replay_file(
     try:
         with _open_out(alerts_out) as alerts, _open_out(breakers_out) as breakers:
 
-            def trip(events: list[TraceEvent]) -> None:
+            def trip(events: list[EventRecord]) -> None:
                 for signal in [*board.observe(events), *board.advance(board.now)]:
                     if breakers is not None:
                         breakers.write(signal.model_dump_json() + "\n")
@@ -103,19 +103,22 @@ def replay_file(
     return report
 
 
-def _batches(path: Path) -> Iterator[list[RawMessage]]:
-    batch: list[RawMessage] = []
+def _batches(path: Path) -> Iterator[MessageBatch]:
+    """Lines as messages of partition 0 whose offset is the line number."""
+    values: list[bytes | None] = []
+    numbers: list[int] = []
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             value = line.rstrip(b"\r\n")
             if not value.strip():
                 continue  # blank lines are layout, not events
-            batch.append(RawMessage(value, None, 0, number))
-            if len(batch) >= BATCH_LINES:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+            values.append(value)
+            numbers.append(number)
+            if len(values) >= BATCH_LINES:
+                yield MessageBatch(values, [None] * len(values), [0] * len(values), numbers)
+                values, numbers = [], []
+    if values:
+        yield MessageBatch(values, [None] * len(values), [0] * len(values), numbers)
 
 
 def _write(sink: ClickHouseSink, closed: list[ClosedBucket], report: ReplayReport) -> None:

@@ -102,7 +102,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from tracewatch.schemas.breaker import BreakerSignal
-from tracewatch.schemas.event import TraceEvent
+from tracewatch.schemas.record import EventRecord
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -250,7 +250,7 @@ class _Trace:
         self.opened_ts: float | None = None
         self.reason = ""
 
-    def update(self, event: TraceEvent) -> None:
+    def update(self, event: EventRecord) -> None:
         ts = event.ts
         if ts > self.last_ts:
             self.last_ts = ts
@@ -349,7 +349,7 @@ class _Route:
         self.probe_errors = 0
         self.spend_trip = self._spend_trip()
 
-    def update(self, event: TraceEvent, new_trace: bool) -> None:
+    def update(self, event: EventRecord, new_trace: bool) -> None:
         sec = int(event.ts)
         if sec > self.sec:
             self._roll(sec)
@@ -456,7 +456,7 @@ class _Route:
             how = f"the route spent nothing in the previous {covered:g} s"
         return f"spend ${spend:.2f} in {limits.window_s:g} s, {how} (limit {limits.spend_ratio:g}x)"
 
-    def probe(self, event: TraceEvent) -> None:
+    def probe(self, event: EventRecord) -> None:
         if event.kind not in _NOT_CALLS:
             self.probe_calls += 1
             if event.status != "ok":
@@ -531,7 +531,7 @@ class BreakerBoard:
         """The latest ``open`` signal of every scope that is open now (or half-open)."""
         return list(self._open.values())
 
-    def observe(self, events: Sequence[TraceEvent]) -> list[BreakerSignal]:
+    def observe(self, events: Sequence[EventRecord]) -> list[BreakerSignal]:
         """Process ``events`` one by one, in order; the transitions they cause."""
         out: list[BreakerSignal] = []
         for event in events:
@@ -552,7 +552,7 @@ class BreakerBoard:
 
     # ------------------------------------------------------------------ internals
 
-    def _observe_one(self, event: TraceEvent, out: list[BreakerSignal]) -> None:
+    def _observe_one(self, event: EventRecord, out: list[BreakerSignal]) -> None:
         ts = event.ts
         if ts > self._now:
             self._now = ts
@@ -658,7 +658,7 @@ class BreakerBoard:
         route = self._routes[name] = _Route(name, self._lookup(name), sec)
         return route
 
-    def _check_route(self, route: _Route, event: TraceEvent, out: list[BreakerSignal]) -> None:
+    def _check_route(self, route: _Route, event: EventRecord, out: list[BreakerSignal]) -> None:
         state = route.state
         if state == _CLOSED:
             reason = None

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from tracewatch.detectors.columns import EventColumns, KeyTuple
 from tracewatch.detectors.stats import BucketStats
@@ -120,16 +121,9 @@ class BucketAggregator:
             raise ValueError("one key and one source per row are needed")
         if not len(cols):
             return 0
-        starts = np.floor(cols.ts / self.width_s) * self.width_s
-        key_ids, key_index = _index_keys(keys)
-        groups: dict[tuple[int, float], list[int]] = {}
-        for row, (kid, start) in enumerate(zip(key_ids.tolist(), starts.tolist(), strict=True)):
-            groups.setdefault((kid, start), []).append(row)
         late = 0
-        for (kid, start), row_list in groups.items():
-            slot = (key_index[kid], start)
-            rows = np.asarray(row_list, dtype=np.intp)
-            if start + self.width_s <= self.closed_until:
+        for slot, rows in self._groups(keys, cols.ts):
+            if slot[1] + self.width_s <= self.closed_until:
                 fresh = rows[~src.replayed[rows]]
                 self.replayed_dropped += len(rows) - len(fresh)
                 if len(fresh):
@@ -142,6 +136,27 @@ class BucketAggregator:
         self.max_event_ts = max(self.max_event_ts, float(cols.ts.max()))
         self._advance_partitions(cols.ts, src.partitions)
         return late
+
+    def _groups(
+        self, keys: Sequence[KeyTuple], ts: np.ndarray
+    ) -> list[tuple[tuple[KeyTuple, float], npt.NDArray[np.intp]]]:
+        """The rows of each (key, bucket start), in order of first appearance.
+
+        One sort over a combined integer code instead of a Python step per row.
+        """
+        key_ids, key_index = _index_keys(keys)
+        starts, start_ids = np.unique(np.floor(ts / self.width_s), return_inverse=True)
+        code = key_ids * len(starts) + start_ids.reshape(-1)
+        order = np.argsort(code, kind="stable")
+        bounds = np.flatnonzero(np.diff(code[order])) + 1
+        groups = np.split(order, bounds)
+        groups.sort(key=lambda rows: int(rows[0]))
+        out = []
+        for rows in groups:
+            first = int(rows[0])
+            key = key_index[int(key_ids[first])]
+            out.append(((key, float(starts[start_ids[first]]) * self.width_s), rows))
+        return out
 
     def holdback(self) -> dict[int, int]:
         """Per partition, the first offset still needed by an open bucket.

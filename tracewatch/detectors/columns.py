@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from tracewatch.schemas.event import TraceEvent
-
-__all__ = ["STATUS_CODES", "EventColumns", "KeyTuple", "key_of"]
+__all__ = ["STATUS_CODES", "EventColumns", "EventFields", "KeyTuple", "key_of", "keys_of"]
 
 #: status → small integer, so error and timeout counts are array sums.
 STATUS_CODES: dict[str, int] = {"ok": 0, "error": 1, "timeout": 2}
@@ -24,9 +23,41 @@ KeyTuple = tuple[str, str, str]
 FloatArray = npt.NDArray[np.float64]
 
 
-def key_of(event: TraceEvent) -> KeyTuple:
+class EventFields(Protocol):
+    """What statistics read of an event: both ``TraceEvent`` and ``EventRecord`` fit."""
+
+    @property
+    def ts(self) -> float: ...
+    @property
+    def route(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def prompt_version(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def latency_ms(self) -> float | None: ...
+    @property
+    def cost_usd(self) -> float | None: ...
+    @property
+    def input_tokens(self) -> int | None: ...
+    @property
+    def output_tokens(self) -> int | None: ...
+    @property
+    def loop_depth(self) -> int | None: ...
+    @property
+    def scores(self) -> dict[str, float]: ...
+
+
+def key_of(event: EventFields) -> KeyTuple:
     """The statistics key: route, model, prompt version ("" when absent)."""
     return (event.route, event.model or "", event.prompt_version or "")
+
+
+def keys_of(events: Sequence[EventFields]) -> list[KeyTuple]:
+    """``key_of`` over a batch, as one comprehension (no call per event)."""
+    return [(e.route, e.model or "", e.prompt_version or "") for e in events]
 
 
 @dataclass(frozen=True)
@@ -43,16 +74,16 @@ class EventColumns:
     scores: list[dict[str, float]]
 
     @classmethod
-    def from_events(cls, events: Sequence[TraceEvent]) -> EventColumns:
-        nan = float("nan")
+    def from_events(cls, events: Sequence[EventFields]) -> EventColumns:
+        codes = STATUS_CODES
         return cls(
-            ts=np.fromiter((e.ts for e in events), np.float64, len(events)),
-            status=np.fromiter((STATUS_CODES[e.status] for e in events), np.int8, len(events)),
-            latency_ms=_floats([e.latency_ms for e in events], nan),
-            cost_usd=_floats([e.cost_usd for e in events], nan),
-            input_tokens=_floats([e.input_tokens for e in events], nan),
-            output_tokens=_floats([e.output_tokens for e in events], nan),
-            loop_depth=_floats([e.loop_depth for e in events], nan),
+            ts=np.array([e.ts for e in events], dtype=np.float64),
+            status=np.array([codes[e.status] for e in events], dtype=np.int8),
+            latency_ms=_floats([e.latency_ms for e in events]),
+            cost_usd=_floats([e.cost_usd for e in events]),
+            input_tokens=_floats([e.input_tokens for e in events]),
+            output_tokens=_floats([e.output_tokens for e in events]),
+            loop_depth=_floats([e.loop_depth for e in events]),
             scores=[e.scores for e in events],
         )
 
@@ -73,5 +104,6 @@ class EventColumns:
         )
 
 
-def _floats(values: list[float | int | None], missing: float) -> FloatArray:
-    return np.array([missing if v is None else v for v in values], dtype=np.float64)
+def _floats(values: Sequence[float | int | None]) -> FloatArray:
+    """None → NaN: numpy converts None to NaN itself when the dtype is float."""
+    return np.array(values, dtype=np.float64)

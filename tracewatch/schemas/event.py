@@ -20,6 +20,7 @@ __all__ = [
     "Kind",
     "Status",
     "TraceEvent",
+    "parse_ts",
 ]
 
 Kind = Literal["llm", "tool", "retrieval", "agent_step", "guardrail", "eval"]
@@ -31,12 +32,15 @@ EVENT_KINDS: tuple[str, ...] = ("llm", "tool", "retrieval", "agent_step", "guard
 MAX_TS = 4_102_444_800.0
 
 
-def _parse_ts(value: Any) -> float:
+def parse_ts(value: Any) -> float:
     """RFC 3339 with an offset, or Unix seconds, to float Unix seconds."""
     if isinstance(value, bool):
         raise ValueError("ts must be an RFC 3339 string or a number of Unix seconds, not a boolean")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits: must not escape as a crash
+            raise ValueError("ts must be Unix seconds between 1970 and 2100") from None
     elif isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -75,7 +79,7 @@ class TraceEvent(BaseModel):
 
     event_id: Id
     trace_id: Id
-    ts: Annotated[float, BeforeValidator(_parse_ts)]
+    ts: Annotated[float, BeforeValidator(parse_ts)]
     kind: Kind
     route: Annotated[str, Field(min_length=1, max_length=256)]
 

@@ -22,14 +22,23 @@ Reason codes (the ``tracewatch.reason`` DLQ header):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from pydantic import ValidationError
 
 from tracewatch.errors import InvalidEvent
 from tracewatch.schemas.event import TraceEvent
+from tracewatch.schemas.record import EventRecord, record_from_model
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "REASONS", "reason_of", "validate_message"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "REASONS",
+    "decode_records",
+    "reason_of",
+    "validate_message",
+]
 
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024
 
@@ -78,6 +87,43 @@ def validate_message(value: bytes | None, max_bytes: int = DEFAULT_MAX_MESSAGE_B
         return TraceEvent.model_validate_json(value)
     except ValidationError as exc:
         raise reason_of(exc) from None
+
+
+#: pydantic's JSON parser refuses nesting deeper than about 250 levels and msgspec's
+#: only past about 1000: a message with more brackets than this (anywhere, even in
+#: strings) is left to pydantic, so the two never disagree about nesting.
+_MAX_FAST_BRACKETS = 200
+_RECORD_DECODER = msgspec.json.Decoder(EventRecord)
+
+
+def decode_records(
+    values: Sequence[bytes | None], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> tuple[list[EventRecord], list[int], list[tuple[int, InvalidEvent]]]:
+    """Validate a batch: the records, the index of each in ``values``, and the rejects.
+
+    Accepts exactly what ``validate_message`` accepts (see ``schemas/record.py``);
+    msgspec decides the common case and pydantic every message msgspec refuses.
+    """
+    decode = _RECORD_DECODER.decode
+    records: list[EventRecord] = []
+    index: list[int] = []
+    rejected: list[tuple[int, InvalidEvent]] = []
+    for i, value in enumerate(values):
+        if value and len(value) <= max_bytes and value.count(b"[") + value.count(b"{") <= (
+            _MAX_FAST_BRACKETS
+        ):
+            try:
+                records.append(decode(value))
+                index.append(i)
+                continue
+            except Exception:  # any refusal (bad UTF-8 raises UnicodeDecodeError): pydantic decides
+                pass
+        try:
+            records.append(record_from_model(validate_message(value, max_bytes)))
+            index.append(i)
+        except InvalidEvent as exc:
+            rejected.append((i, exc))
+    return records, index, rejected
 
 
 def reason_of(exc: ValidationError) -> InvalidEvent:

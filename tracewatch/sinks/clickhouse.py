@@ -21,8 +21,13 @@ from tracewatch.config import ClickHouseSettings
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.stats import decode_state, encode_state
 from tracewatch.errors import ServiceUnavailable, SinkError
-from tracewatch.schemas.event import TraceEvent
-from tracewatch.sinks.clickhouse_schema import EVENT_COLUMNS, STATS_COLUMNS, schema_statements
+from tracewatch.schemas.record import EventRecord
+from tracewatch.sinks.clickhouse_schema import (
+    EVENT_COLUMNS,
+    STATS_COLUMNS,
+    migrate,
+    schema_statements,
+)
 
 __all__ = ["ClickHouseSink", "QueryResult", "event_columns", "stats_rows", "stats_token"]
 
@@ -57,6 +62,7 @@ class ClickHouseSink:
             self.database, self.settings.events_ttl_days, self.settings.stats_ttl_days
         ):
             self._run(lambda s=statement: self._client.command(s), "create tables")
+        self._run(lambda: migrate(self._client, self.settings), "migrate tables")
         return self
 
     def close(self) -> None:
@@ -141,7 +147,7 @@ class ClickHouseSink:
 
     def recent_events(
         self, topic: str, lookback_s: float, limit: int = 2_000_000
-    ) -> list[TraceEvent]:
+    ) -> list[EventRecord]:
         """Stored events of ``topic`` from the last ``lookback_s`` of event time (up to its
         newest event), with the fields breakers use, in event-time order.
 
@@ -165,8 +171,7 @@ class ClickHouseSink:
             },
         )
         return [
-            # model_construct: these were validated before they were stored
-            TraceEvent.model_construct(
+            EventRecord(
                 event_id=event_id,
                 trace_id=trace_id,
                 ts=float(ts),
@@ -226,7 +231,7 @@ class ClickHouseSink:
 
 
 def event_columns(
-    events: Sequence[TraceEvent],
+    events: Sequence[EventRecord],
     partitions: Sequence[int],
     offsets: Sequence[int],
     topic: str = "",

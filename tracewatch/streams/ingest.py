@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -39,10 +39,10 @@ from tracewatch.detectors.breakers import BreakerBoard
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import AlertEngine
 from tracewatch.errors import SinkError
-from tracewatch.pipeline import Pipeline, RawMessage
+from tracewatch.pipeline import MessageBatch, Pipeline
 from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.breaker import BreakerSignal
-from tracewatch.schemas.event import TraceEvent
+from tracewatch.schemas.record import EventRecord
 from tracewatch.sinks.clickhouse import ClickHouseSink, event_columns
 from tracewatch.sinks.kafka import DeadLetterPublisher
 
@@ -71,7 +71,7 @@ class BreakerSink(Protocol):
 class PendingBatch:
     """What has been processed but not yet flushed and committed."""
 
-    events: list[TraceEvent] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     closed: list[ClosedBucket] = field(default_factory=list)
@@ -87,9 +87,13 @@ class PendingBatch:
         if self.empty:
             self.started = time.monotonic()
 
-    def note(self, partition: int, offset: int) -> None:
-        self.first_offset.setdefault(partition, offset)
-        self.last_offset[partition] = offset
+    def note_batch(self, partitions: list[int], offsets: list[int]) -> None:
+        """Record the offset range read per partition (offsets rise within a partition)."""
+        first, last = self.first_offset, self.last_offset
+        for partition, offset in zip(partitions, offsets, strict=True):
+            if partition not in first:
+                first[partition] = offset
+            last[partition] = offset
 
     def token(self, topic: str) -> str:
         """Same offsets in, same token out: a retried insert is deduplicated."""
@@ -169,13 +173,20 @@ class IngestLoop:
         messages = [] if first is None else [first]
         if first is not None and w.batch_max_events > 1:
             messages += self._consumer.consume(w.batch_max_events - 1, 0)
-        raw = [self._raw(m) for m in messages if self._is_data(m)]
-        if raw:
-            self._process(raw)
-        self._track_idle(messages)
+        data = [m for m in messages if m.error() is None]
+        ends = [] if len(data) == len(messages) else self._ends(messages)
+        batch = MessageBatch(
+            [m.value() for m in data],
+            [m.key() for m in data],
+            cast(list[int], [m.partition() for m in data]),
+            cast(list[int], [m.offset() for m in data]),
+        )
+        if data:
+            self._process(batch)
+        self._track_idle(set(batch.partitions), ends)
         if self._flush_due():
             self._flush_with_retry()
-        return len(raw)
+        return len(data)
 
     def status(self) -> dict[str, Any]:
         c = self.pipeline.counters
@@ -201,21 +212,21 @@ class IngestLoop:
             "last_error": self.last_error,
         }
 
-    def _process(self, raw: list[RawMessage]) -> None:
-        result = self.pipeline.process(raw, self._stored)
+    def _process(self, batch: MessageBatch) -> None:
+        result = self.pipeline.process(batch, self._stored)
         p = self.pending
         p.start_clock()
-        for message in raw:
-            p.note(message.partition, message.offset)
-        p.events.extend(result.events[i] for i in result.to_store)
-        p.partitions.extend(result.sources[i].partition for i in result.to_store)
-        p.offsets.extend(result.sources[i].offset for i in result.to_store)
-        self._judge_breakers([result.events[i] for i in result.to_store])
+        p.note_batch(batch.partitions, batch.offsets)
+        events = result.stored_events()
+        p.events.extend(events)
+        p.partitions.extend(result.partitions[result.to_store].tolist())
+        p.offsets.extend(result.offsets[result.to_store].tolist())
+        self._judge_breakers(events)
         self._add_closed(result.closed)
         if result.rejected:
             self.dlq.publish(result.rejected)
 
-    def _track_idle(self, messages: list[Any]) -> None:
+    def _track_idle(self, with_data: set[int], ends: list[int]) -> None:
         """A partition at its end for ``idle_partition_s`` stops holding the watermark.
 
         Not at the first end-of-partition: a consumer that outruns its producers
@@ -223,17 +234,16 @@ class IngestLoop:
         is merely slower make the others' events late (Flink's ``withIdleness``).
         """
         now = time.monotonic()
-        for message in messages:
-            if self._is_eof(message):
-                self._eof_since.setdefault(message.partition(), now)
-            elif message.error() is None:
-                self._eof_since.pop(message.partition(), None)
+        for partition in with_data:
+            self._eof_since.pop(partition, None)
+        for partition in ends:
+            self._eof_since.setdefault(partition, now)
         limit = self.settings.worker.idle_partition_s
         for partition, since in list(self._eof_since.items()):
             if now - since >= limit:
                 self._add_closed(self.pipeline.mark_idle(partition))
 
-    def _judge_breakers(self, events: list[TraceEvent]) -> None:
+    def _judge_breakers(self, events: list[EventRecord]) -> None:
         """Breakers act on every event, at once: signals are produced here, not at flush.
 
         Events read again after a restart (already stored) are left out: the
@@ -424,22 +434,18 @@ class IngestLoop:
         )
 
     @staticmethod
-    def _is_data(message: Any) -> bool:
-        err = message.error()
-        if err is None:
-            return True
-        if err.code() != KafkaError._PARTITION_EOF:
-            log.warning("consumer error: %s", err)
-        return False
-
-    @staticmethod
-    def _is_eof(message: Any) -> bool:
-        err = message.error()
-        return err is not None and err.code() == KafkaError._PARTITION_EOF
-
-    @staticmethod
-    def _raw(message: Any) -> RawMessage:
-        return RawMessage(message.value(), message.key(), message.partition(), message.offset())
+    def _ends(messages: list[Any]) -> list[int]:
+        """The partitions that reported their end; other consumer errors are logged."""
+        ends = []
+        for message in messages:
+            err = message.error()
+            if err is None:
+                continue
+            if err.code() == KafkaError._PARTITION_EOF:
+                ends.append(message.partition())
+            else:
+                log.warning("consumer error: %s", err)
+        return ends
 
 
 def _finite_or_none(value: float) -> float | None:
