@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracewatch.config import ClickHouseSettings
 from tracewatch.detectors.buckets import ClosedBucket
@@ -28,6 +28,9 @@ from tracewatch.sinks.clickhouse_schema import (
     migrate,
     schema_statements,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["ClickHouseSink", "QueryResult", "event_columns", "stats_rows", "stats_token"]
 
@@ -80,6 +83,20 @@ class ClickHouseSink:
     def write_events(self, columns: Sequence[list[Any]], token: str) -> None:
         """Insert events given as ``event_columns(...)``; idempotent per ``token``."""
         self._insert("events", EVENT_COLUMNS, columns, token)
+
+    def write_event_table(self, table: pa.Table, token: str) -> None:
+        """Insert events given as ``events_table(...)`` (Arrow); idempotent per ``token``."""
+        self.connect()
+        if not table.num_rows:
+            return
+        self._run(
+            lambda: self._client.insert_arrow(
+                f"{self.database}.events",
+                table,
+                settings={"insert_deduplication_token": token},
+            ),
+            "insert into events",
+        )
 
     def write_stats(self, buckets: Sequence[ClosedBucket], token: str | None = None) -> None:
         """Insert one statistics row per closed bucket."""

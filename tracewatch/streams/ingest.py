@@ -43,7 +43,8 @@ from tracewatch.pipeline import MessageBatch, Pipeline
 from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.breaker import BreakerSignal
 from tracewatch.schemas.record import EventRecord
-from tracewatch.sinks.clickhouse import ClickHouseSink, event_columns
+from tracewatch.sinks.arrow_events import events_table
+from tracewatch.sinks.clickhouse import ClickHouseSink
 from tracewatch.sinks.kafka import DeadLetterPublisher
 
 __all__ = ["BreakerSink", "IngestLoop", "PendingBatch"]
@@ -300,8 +301,8 @@ class IngestLoop:
         if p.empty:
             return
         if p.events:
-            self.sink.write_events(
-                event_columns(p.events, p.partitions, p.offsets, self.topic), p.token(self.topic)
+            self.sink.write_event_table(
+                events_table(p.events, p.partitions, p.offsets, self.topic), p.token(self.topic)
             )
         self.dlq.flush()
         if p.closed:
