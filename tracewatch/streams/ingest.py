@@ -4,6 +4,12 @@ faust's per-event agent path costs about 50 µs an event before any work, so the
 events topic is read here with confluent-kafka ``consume(n)`` in batches, on a
 thread of its own, and handed to the pure ``Pipeline`` a batch at a time.
 
+Flushes run on a writer thread of their own, one batch at a time and in order,
+while this thread consumes and processes the next batch: ClickHouse's engine
+works with the GIL released, so its inserts overlap the Python work here. At most
+one batch is being written and one built (the hand-off blocks), so a slow or
+failed sink stops consumption instead of growing memory.
+
 Ordering of effects per flush (at-least-once with idempotent writes):
 events to ClickHouse (deduplication token from partition/offset ranges) →
 dead letters acknowledged by Kafka → closed buckets to ClickHouse and to the
@@ -26,10 +32,12 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -82,6 +90,8 @@ class PendingBatch:
     first_offset: dict[int, int] = field(default_factory=dict)
     last_offset: dict[int, int] = field(default_factory=dict)
     started: float = 0.0
+    #: partition → offset to commit once written; set when handed to the writer
+    commit_to: dict[int, int] = field(default_factory=dict)
 
     def start_clock(self) -> None:
         """Call before adding anything: the flush interval counts from the first addition."""
@@ -150,22 +160,38 @@ class IngestLoop:
         self._stored: dict[int, int] = {}  # partition → last offset already in ClickHouse
         self._next: dict[int, int] = {}  # partition → offset after the last one flushed
         self._committed: dict[int, int] = {}
+        # offsets whose batches the writer has stored, for this thread to commit: the
+        # consumer is used from this thread only (a synchronous commit from another
+        # thread stalls behind poll)
+        self._writable_commits: dict[int, int] = {}
+        self._commits_lock = threading.Lock()
+        # one batch being written while the next is built: bounded memory, and the
+        # ingest thread blocks (stops consuming) while the sink cannot keep up or is down
+        self._jobs: queue.Queue[PendingBatch | None] = queue.Queue(maxsize=1)
+        self._writer_failed: BaseException | None = None
+        self._handed_events = 0
 
     def run(self, stop: threading.Event) -> None:
         self._consumer = self._make_consumer()
+        writer = threading.Thread(target=self._write_loop, name="tracewatch-writer", daemon=True)
+        writer.start()
         self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info("consuming %s as group %s", self.topic, self.settings.kafka.consumer_group)
         try:
             while not stop.is_set():
                 self.step()
-            self._flush_with_retry()
+            self._hand_off()
+            self._wait_written()
         finally:
+            self._jobs.put(None)
+            writer.join()
             self._consumer.close()
 
     def step(self) -> int:
         """Poll one batch, process it, flush if due; returns how many messages came in."""
         assert self._consumer is not None
         w = self.settings.worker
+        self._commit_written()
         # Wait for one message, then take whatever else is already fetched without
         # waiting: consume(n, timeout) blocks until n messages or the timeout (which
         # librdkafka may restart per fetch), so under a steady moderate load every
@@ -186,7 +212,7 @@ class IngestLoop:
             self._process(batch)
         self._track_idle(set(batch.partitions), ends)
         if self._flush_due():
-            self._flush_with_retry()
+            self._hand_off()
         return len(data)
 
     def status(self) -> dict[str, Any]:
@@ -198,7 +224,8 @@ class IngestLoop:
             "rejected_total": c.rejected_total,
             "late": c.late,
             "stored_events": self.stored_events,
-            "pending_events": len(self.pending.events),
+            # built here + handed to the writer and not yet stored (each counter has one writer)
+            "pending_events": len(self.pending.events) + self._handed_events - self.stored_events,
             "replayed_dropped": self.pipeline.aggregator.replayed_dropped,
             "stats_rows": self.stats_rows,
             "open_buckets": self.pipeline.aggregator.open_buckets,
@@ -279,8 +306,50 @@ class IngestLoop:
             or time.monotonic() - p.started >= w.sink_flush_interval_s
         )
 
-    def _flush_with_retry(self) -> None:
-        self._retry(self._flush)
+    def _hand_off(self) -> None:
+        """Give the pending batch to the writer thread and start a new one.
+
+        The writer does the ClickHouse inserts, whose engine work runs with the
+        GIL released, while this thread consumes and processes the next batch.
+        The commit targets are fixed here, where the aggregator lives: the
+        offsets read so far, held back to the first one an open bucket needs.
+        """
+        self._raise_if_writer_failed()
+        p = self.pending
+        if p.empty:
+            return
+        for part, off in p.last_offset.items():
+            self._next[part] = off + 1
+        holdback = self.pipeline.aggregator.holdback()
+        p.commit_to = {part: min(nxt, holdback.get(part, nxt)) for part, nxt in self._next.items()}
+        self.pending = PendingBatch()
+        self._handed_events += len(p.events)
+        self._jobs.put(p)  # blocks while the previous batch is still being written
+
+    def _wait_written(self) -> None:
+        """Until every batch handed off is written and its offsets committed."""
+        self._jobs.join()
+        self._raise_if_writer_failed()
+        self._commit_written()
+
+    def _raise_if_writer_failed(self) -> None:
+        if self._writer_failed is not None:
+            raise RuntimeError("the writer thread failed") from self._writer_failed
+
+    def _write_loop(self) -> None:
+        """The writer thread: each batch written, acknowledged and committed, in order."""
+        while True:
+            p = self._jobs.get()
+            try:
+                if p is None:
+                    return
+                if self._writer_failed is None:
+                    self._retry(partial(self._flush, p))
+            except BaseException as exc:  # surfaced by the ingest thread at its next hand-off
+                self._writer_failed = exc
+                log.exception("writing a batch failed; the worker stops")
+            finally:
+                self._jobs.task_done()
 
     def _retry(self, call: Callable[[], T]) -> T:
         """Retry sink failures with capped exponential backoff; nothing is committed meanwhile."""
@@ -296,10 +365,7 @@ class IngestLoop:
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
 
-    def _flush(self) -> None:
-        p = self.pending
-        if p.empty:
-            return
+    def _flush(self, p: PendingBatch) -> None:
         if p.events:
             self.sink.write_event_table(
                 events_table(p.events, p.partitions, p.offsets, self.topic), p.token(self.topic)
@@ -317,22 +383,20 @@ class IngestLoop:
                 self.breakers.publish(p.breakers)
             p.resend_breakers = True  # if the flush below fails, the retry sends them again
             self.breakers.flush()
-        self._commit(p)
+        with self._commits_lock:
+            for part, off in p.commit_to.items():
+                self._writable_commits[part] = max(off, self._writable_commits.get(part, off))
         self.stored_events += len(p.events)
         self.stats_rows += len(p.closed)
         self.flushes += 1
-        self.pending = PendingBatch()
 
-    def _commit(self, p: PendingBatch) -> None:
-        for part, off in p.last_offset.items():
-            self._next[part] = off + 1
-        if self._consumer is None:
+    def _commit_written(self) -> None:
+        """Commit the offsets of the batches the writer has finished."""
+        with self._commits_lock:
+            ready, self._writable_commits = self._writable_commits, {}
+        if self._consumer is None or not ready:
             return
-        holdback = self.pipeline.aggregator.holdback()
-        targets = {part: min(nxt, holdback.get(part, nxt)) for part, nxt in self._next.items()}
-        advance = {
-            part: off for part, off in targets.items() if off > self._committed.get(part, -1)
-        }
+        advance = {part: off for part, off in ready.items() if off > self._committed.get(part, -1)}
         if not advance:
             return
         offsets = [TopicPartition(self.topic, part, off) for part, off in advance.items()]
@@ -346,6 +410,7 @@ class IngestLoop:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Learn from ClickHouse what a previous run already stored and closed."""
+        self._wait_written()
         self._stored = self._retry(lambda: self.sink.stored_offsets(self.topic))
         closed_until = self._retry(self.sink.closed_until)
         self.pipeline.aggregator.restore_closed_until(closed_until)
@@ -410,7 +475,8 @@ class IngestLoop:
         )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._flush_with_retry()
+        self._hand_off()
+        self._wait_written()
         for tp in partitions:
             self.pipeline.aggregator.forget_partition(tp.partition)
             for state in (self._eof_since, self._next, self._committed):
