@@ -152,9 +152,9 @@ class Pipeline:
         offsets = np.asarray(batch.offsets, dtype=np.int64)[rows]
         replayed = _replayed(partitions, offsets, stored)
         late = self.aggregator.add(
-            keys_of(events), EventColumns.from_events(events), RowSources(
-                partitions, offsets, replayed
-            )
+            keys_of(events),
+            EventColumns.from_events(events),
+            RowSources(partitions, offsets, replayed),
         )
         self._count(len(batch), len(events), late, rejected)
         to_store = np.flatnonzero(~replayed)

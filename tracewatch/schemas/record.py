@@ -83,7 +83,6 @@ class EventRecord(msgspec.Struct, frozen=True, gc=False):
             raise ValueError("ts out of range")
 
 
-
 def record_from_model(event: TraceEvent) -> EventRecord:
     """The record of an event pydantic accepted (msgspec refused it, e.g. a big attribute int)."""
     return EventRecord(**dict(event))

@@ -109,8 +109,10 @@ def decode_records(
     index: list[int] = []
     rejected: list[tuple[int, InvalidEvent]] = []
     for i, value in enumerate(values):
-        if value and len(value) <= max_bytes and value.count(b"[") + value.count(b"{") <= (
-            _MAX_FAST_BRACKETS
+        if (
+            value
+            and len(value) <= max_bytes
+            and value.count(b"[") + value.count(b"{") <= (_MAX_FAST_BRACKETS)
         ):
             try:
                 records.append(decode(value))
