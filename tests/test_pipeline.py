@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from tracewatch.demo.traffic import DemoTraffic, invalid_events
 from tracewatch.pipeline import Pipeline, RawMessage
@@ -35,3 +36,40 @@ def test_every_invalid_class_is_rejected_with_a_known_reason() -> None:
     result = Pipeline().process(messages([raw for _, raw in bad]))
     assert len(result.rejected) == 400 and not result.events
     assert all(r.error.reason for r in result.rejected)
+
+
+def test_missing_costs_are_priced_from_the_table_and_flagged() -> None:
+    from tracewatch.pricing import PriceTable
+
+    prices = PriceTable.load()
+    base = {"trace_id": "t", "ts": T0, "kind": "llm", "route": "r", "model": "gpt-4o-mini"}
+    values = [
+        json.dumps({**base, "event_id": "priced", "input_tokens": 1000, "output_tokens": 200}),
+        json.dumps({**base, "event_id": "provided", "input_tokens": 1000, "cost_usd": 0.5}),
+        json.dumps({**base, "event_id": "no-tokens"}),
+        json.dumps({**base, "event_id": "unknown", "model": "no-such-model", "input_tokens": 9}),
+    ]
+    result = Pipeline(prices=prices).process(messages([v.encode() for v in values]))
+    by_id = {e.event_id: e for e in result.events}
+    expected = prices.cost_of("gpt-4o-mini", 1000, 200)
+    assert expected is not None and expected > 0
+    assert by_id["priced"].cost_usd == expected
+    assert by_id["provided"].cost_usd == 0.5
+    assert by_id["no-tokens"].cost_usd is None and by_id["unknown"].cost_usd is None
+    assert result.cost_computed.tolist() == [True, False, False, False]
+    pipeline = Pipeline(prices=prices)
+    pipeline.process(messages([v.encode() for v in values]))
+    costs = {b.key[1]: b.stats.summary()["cost_sum"] for b in pipeline.finish()}
+    assert costs["gpt-4o-mini"] == pytest.approx(expected + 0.5)
+
+
+def test_content_attributes_are_dropped_unless_the_operator_opts_in() -> None:
+    attributes = {"region": "eu", "prompt": "hello", "gen_ai.prompt.0.content": "hi",
+                  "gen_ai.prompt.name": "greeting", "llm.input_messages": "[...]"}  # fmt: skip
+    event = {"event_id": "e", "trace_id": "t", "ts": T0, "kind": "llm", "route": "r",
+             "attributes": attributes}  # fmt: skip
+    value = json.dumps(event).encode()
+    (dropped,) = Pipeline().process(messages([value])).events
+    assert dropped.attributes == {"region": "eu", "gen_ai.prompt.name": "greeting"}
+    (kept,) = Pipeline(store_content=True).process(messages([value])).events
+    assert kept.attributes == attributes

@@ -140,7 +140,7 @@ def run(
     )
     err.print(
         f"tracewatch worker: Kafka {settings.kafka.bootstrap_servers}, "
-        f"ClickHouse {settings.clickhouse.resolved_dsn()}, "
+        f"ClickHouse {settings.clickhouse.redacted_dsn()}, "
         f"views http://{settings.worker.web_host}:{settings.worker.web_port}, "
         f"alerts to {settings.kafka.alerts_topic}"
         + (f" and {settings.alertmanager.url}" if settings.alertmanager.url else "")
@@ -341,6 +341,42 @@ def breakers_command(bootstrap: BootstrapOpt = None) -> None:
         out.print(table)
     else:
         err.print(f"no open breakers on {settings.kafka.breakers_topic}")
+
+
+@app.command()
+def otlp(
+    bootstrap: BootstrapOpt = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (env TRACEWATCH_OTLP_HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on, 4318 by default (TRACEWATCH_OTLP_PORT).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Receive OpenTelemetry traces (OTLP/HTTP) and produce their GenAI spans as events."""
+    from tracewatch.config import OtlpSettings
+    from tracewatch.otlp.receiver import run_receiver
+
+    settings = _settings(bootstrap)
+    listen: dict[str, Any] = {"host": host, "port": port}
+    if host is not None or port is not None:
+        try:
+            settings.otlp = OtlpSettings(**{k: v for k, v in listen.items() if v is not None})
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting: {exc}") from None
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+
+    def ready(url: str) -> None:
+        err.print(
+            f"tracewatch otlp: listening on {url} (protobuf and JSON), "
+            f"producing to {settings.kafka.events_topic} on {settings.kafka.bootstrap_servers}; "
+            "Ctrl-C stops"
+        )
+
+    run_receiver(settings, ready)
 
 
 @app.command()

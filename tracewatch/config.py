@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +24,8 @@ __all__ = [
     "ClickHouseSettings",
     "DetectSettings",
     "KafkaSettings",
+    "OtlpSettings",
+    "PricingSettings",
     "Settings",
     "WorkerSettings",
     "home_dir",
@@ -42,8 +45,10 @@ class _HomeSettings(BaseSettings):
 class KafkaSettings(BaseSettings):
     """How to reach Kafka and which topics to use (contract section "Topics")."""
 
+    # hide_input_in_errors: a refused value (which may hold a credential) never reaches
+    # the error message, only the setting's name and the rule it broke
     model_config = SettingsConfigDict(
-        env_prefix="TRACEWATCH_KAFKA_", env_file=".env", extra="ignore"
+        env_prefix="TRACEWATCH_KAFKA_", env_file=".env", extra="ignore", hide_input_in_errors=True
     )
 
     bootstrap_servers: str = "127.0.0.1:9092"
@@ -96,15 +101,22 @@ class ClickHouseSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(
-        env_prefix="TRACEWATCH_CLICKHOUSE_", env_file=".env", extra="ignore"
+        env_prefix="TRACEWATCH_CLICKHOUSE_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # a DSN may carry a password
     )
 
     dsn: str = ""
     database: str = "tracewatch"
     username: str | None = None
     password: SecretStr | None = None
-    events_ttl_days: int = Field(default=30, ge=1)
-    stats_ttl_days: int = Field(default=400, ge=1)
+    #: days raw events are kept (0 = forever); changed on existing tables at start-up
+    events_ttl_days: int = Field(default=30, ge=0)
+    #: days of ``stats_1m`` minutes (0 = forever); long ranges read the hourly rollup
+    stats_ttl_days: int = Field(default=90, ge=0)
+    #: days of the hourly rollup ``stats_1h`` (0 = forever)
+    rollup_ttl_days: int = Field(default=400, ge=0)
 
     @field_validator("dsn")
     @classmethod
@@ -114,10 +126,24 @@ class ClickHouseSettings(BaseSettings):
                 "TRACEWATCH_CLICKHOUSE_DSN must start with chdb://, http:// or https:// "
                 "(leave it empty for the embedded engine)"
             )
+        if "password" in parse_qs(urlsplit(value).query):
+            raise ValueError(
+                "TRACEWATCH_CLICKHOUSE_DSN cannot carry the password as a query parameter: "
+                "set TRACEWATCH_CLICKHOUSE_PASSWORD (or use http://user:password@host:8123)"
+            )
         return value
 
     def resolved_dsn(self) -> str:
         return self.dsn or f"chdb://{home_dir() / 'clickhouse'}"
+
+    def redacted_dsn(self) -> str:
+        """The DSN fit for logs and messages: ``user:password@`` becomes ``user:***@``."""
+        dsn = self.resolved_dsn()
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+        host = parts.netloc.rpartition("@")[2]
+        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
     @property
     def embedded(self) -> bool:
@@ -140,6 +166,9 @@ class WorkerSettings(BaseSettings):
     sink_flush_interval_s: float = Field(default=1.0, gt=0)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     dedup_window: int = Field(default=1_000_000, ge=0)
+    #: keep attributes that carry prompt/completion content (schemas/content.py); off by
+    #: default, as the contract promises
+    store_content: bool = False
     app_id: str = "tracewatch"  # faust app id: prefixes its internal topics
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
@@ -194,6 +223,35 @@ class AlertmanagerSettings(BaseSettings):
         return value
 
 
+class PricingSettings(BaseSettings):
+    """Where model prices come from when an event has no ``cost_usd`` (tracewatch/pricing.py)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_PRICING_", env_file=".env", extra="ignore"
+    )
+
+    #: a YAML price table whose entries win over the shipped one; None = shipped prices only
+    file: Path | None = None
+
+
+class OtlpSettings(BaseSettings):
+    """The OTLP/HTTP receiver (``tracewatch otlp``): where it listens and how it names routes."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_OTLP_", env_file=".env", extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    #: 4318 is the OTLP/HTTP port exporters use by default
+    port: int = Field(default=4318, ge=0, le=65535)
+    #: largest request body accepted, after gzip decompression (413 above it)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    #: span attributes tried in order for the route, before service.name and the span name
+    route_attributes: tuple[str, ...] = ("tracewatch.route", "http.route", "gen_ai.agent.name")
+    #: how long a request waits for Kafka to acknowledge its events before answering 503
+    flush_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings:
     """All concerns together; built once at the edge (CLI) and passed down."""
 
@@ -204,6 +262,8 @@ class Settings:
         worker: WorkerSettings | None = None,
         detect: DetectSettings | None = None,
         alertmanager: AlertmanagerSettings | None = None,
+        pricing: PricingSettings | None = None,
+        otlp: OtlpSettings | None = None,
     ) -> None:
         try:
             self.kafka = kafka or KafkaSettings()
@@ -211,6 +271,8 @@ class Settings:
             self.worker = worker or WorkerSettings()
             self.detect = detect or DetectSettings()
             self.alertmanager = alertmanager or AlertmanagerSettings()
+            self.pricing = pricing or PricingSettings()
+            self.otlp = otlp or OtlpSettings()
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise ConfigError(f"invalid setting: {exc}") from exc
         if self.worker.app_id == self.kafka.consumer_group:

@@ -8,10 +8,12 @@ writing statistics, committing offsets.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -20,6 +22,8 @@ from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket, RowSour
 from tracewatch.detectors.columns import EventColumns, keys_of
 from tracewatch.detectors.dedup import RecentIds
 from tracewatch.errors import InvalidEvent
+from tracewatch.pricing import PriceTable
+from tracewatch.schemas.content import without_content
 from tracewatch.schemas.record import EventRecord
 from tracewatch.schemas.validation import DEFAULT_MAX_MESSAGE_BYTES, decode_records
 
@@ -89,6 +93,8 @@ class BatchResult:
     late: int
     closed: list[ClosedBucket]
     to_store: npt.NDArray[np.intp]
+    #: ``cost_computed[i]``: ``events[i].cost_usd`` came from the price table
+    cost_computed: npt.NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, bool))
 
     def stored_events(self) -> list[EventRecord]:
         if len(self.to_store) == len(self.events):
@@ -119,19 +125,27 @@ class Pipeline:
         bucket_width_s: float = 60.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         dedup_window: int = 1_000_000,
+        prices: PriceTable | None = None,
+        store_content: bool = False,
     ) -> None:
+        """``prices``: completes ``cost_usd`` from the model and tokens where it is missing.
+        ``store_content``: keep attributes named as prompt/completion content."""
+        self.prices = prices
+        self.store_content = store_content
         self.aggregator = BucketAggregator(bucket_width_s, allowed_lateness_s)
         self.max_message_bytes = max_message_bytes
         self.recent_ids = RecentIds(dedup_window)
         self.counters = PipelineCounters()
 
     @classmethod
-    def from_settings(cls, worker: WorkerSettings) -> Pipeline:
+    def from_settings(cls, worker: WorkerSettings, prices: PriceTable | None = None) -> Pipeline:
         """The pipeline the worker and replay both build, so they cannot drift apart."""
         return cls(
             allowed_lateness_s=worker.allowed_lateness_s,
             max_message_bytes=worker.max_message_bytes,
             dedup_window=worker.dedup_window,
+            prices=prices,
+            store_content=worker.store_content,
         )
 
     def process(
@@ -147,19 +161,33 @@ class Pipeline:
         records, index, bad = decode_records(batch.values, self.max_message_bytes)
         rejected = [Rejected(batch.message(i), exc) for i, exc in bad]
         events, index = self._first_seen(batch, records, index, rejected)
+        if not self.store_content:
+            _drop_content(events)
         rows = np.asarray(index, dtype=np.intp)
         partitions = np.asarray(batch.partitions, dtype=np.int64)[rows]
         offsets = np.asarray(batch.offsets, dtype=np.int64)[rows]
         replayed = _replayed(partitions, offsets, stored)
-        late = self.aggregator.add(
-            keys_of(events),
-            EventColumns.from_events(events),
-            RowSources(partitions, offsets, replayed),
-        )
+        cols, computed = self._complete_costs(events, EventColumns.from_events(events))
+        late = self.aggregator.add(keys_of(events), cols, RowSources(partitions, offsets, replayed))
         self._count(len(batch), len(events), late, rejected)
         to_store = np.flatnonzero(~replayed)
         closed = self.aggregator.close_ready()
-        return BatchResult(events, partitions, offsets, rejected, late, closed, to_store)
+        return BatchResult(events, partitions, offsets, rejected, late, closed, to_store, computed)
+
+    def _complete_costs(
+        self, events: list[EventRecord], cols: EventColumns
+    ) -> tuple[EventColumns, npt.NDArray[np.bool_]]:
+        """Price the events that came without ``cost_usd`` (contract: "computed from its
+        price table"): in the columns, and in the records the breakers and storage see."""
+        if self.prices is None or not events:
+            return cols, np.zeros(len(events), dtype=bool)
+        costs, computed = self.prices.fill_costs(
+            [e.model for e in events], cols.cost_usd, cols.input_tokens, cols.output_tokens
+        )
+        rows = np.flatnonzero(computed).tolist()
+        for i in rows:
+            events[i] = msgspec.structs.replace(events[i], cost_usd=float(costs[i]))
+        return (dataclasses.replace(cols, cost_usd=costs) if rows else cols), computed
 
     def _first_seen(
         self,
@@ -211,3 +239,11 @@ def _replayed(
     for partition, last in (stored or {}).items():
         replayed |= (partitions == partition) & (offsets <= last)
     return replayed
+
+
+def _drop_content(events: list[EventRecord]) -> None:
+    """Remove prompt/completion attributes (contract: not stored unless opted in)."""
+    for i in [i for i, e in enumerate(events) if e.attributes]:
+        kept = without_content(events[i].attributes)
+        if kept is not None:
+            events[i] = msgspec.structs.replace(events[i], attributes=kept)

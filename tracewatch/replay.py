@@ -29,6 +29,7 @@ from tracewatch.detectors.engine import Transition
 from tracewatch.detectors.judges import load_judges
 from tracewatch.errors import ConfigError
 from tracewatch.pipeline import MessageBatch, Pipeline, PipelineCounters, Rejected
+from tracewatch.pricing import PriceTable
 from tracewatch.schemas.record import EventRecord
 from tracewatch.sinks.clickhouse import ClickHouseSink
 
@@ -66,7 +67,7 @@ def replay_file(
     """
     if not events_path.is_file():
         raise ConfigError(f"{events_path}: no such file (give a JSON-lines file of trace events)")
-    pipeline = Pipeline.from_settings(settings.worker)
+    pipeline = Pipeline.from_settings(settings.worker, PriceTable.from_settings(settings.pricing))
     judges = load_judges(settings.detect)
     engine, board = judges.engine, judges.board
     report = ReplayReport(pipeline.counters)

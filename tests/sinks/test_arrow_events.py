@@ -70,3 +70,14 @@ def test_an_empty_batch_inserts_nothing(sink: ClickHouseSink) -> None:
     sink.write_event_table(events_table([], [], [], "t"), "empty")
     count = sink.query("SELECT count() FROM {db:Identifier}.events", {"db": sink.database})
     assert count.rows == [[0]] or count.rows == [(0,)]
+
+
+def test_cost_source_says_provided_missing_or_computed() -> None:
+    values = [
+        json.dumps({"event_id": f"e{i}", "trace_id": "t", "ts": T0, "kind": "llm", "route": "r",
+                    **({"cost_usd": 0.1} if i != 1 else {})}).encode()
+        for i in range(3)
+    ]  # fmt: skip
+    records, _, _ = decode_records(values)
+    table = events_table(records, [0, 0, 0], [0, 1, 2], "t", [False, False, True])
+    assert table.column("cost_source").to_pylist() == ["provided", "missing", "computed"]

@@ -30,8 +30,12 @@ def events_table(
     partitions: Sequence[int],
     offsets: Sequence[int],
     topic: str = "",
+    cost_computed: Sequence[bool] | None = None,
 ) -> pa.Table:
-    """One row per event, columns named as in the ``events`` table."""
+    """One row per event, columns named as in the ``events`` table.
+
+    ``cost_computed[i]``: the pipeline priced event i (``cost_source`` "computed").
+    """
     n = len(events)
     # as the insert of datetimes did: to the microsecond (datetime.fromtimestamp), then
     # down to the millisecond, so .999 stays .999 whatever its float rounding
@@ -56,7 +60,7 @@ def events_table(
         "input_tokens": pa.array([e.input_tokens for e in events], type=pa.uint32()),
         "output_tokens": pa.array([e.output_tokens for e in events], type=pa.uint32()),
         "cost_usd": pa.array(cost, type=pa.float64()),
-        "cost_source": _strings(["missing" if c is None else "provided" for c in cost]),
+        "cost_source": _strings(_cost_sources(cost, cost_computed)),
         "status": _strings([e.status for e in events]),
         "error_type": _strings([e.error_type or "" for e in events]),
         "retry_count": pa.array([e.retry_count for e in events], type=pa.uint32()),
@@ -72,6 +76,14 @@ def events_table(
         "kafka_offset": pa.array(offsets, type=pa.int64()),
     }
     return pa.table(columns)
+
+
+def _cost_sources(cost: list[float | None], computed: Sequence[bool] | None) -> list[str]:
+    sources = ["missing" if c is None else "provided" for c in cost]
+    for i, flag in enumerate(computed or ()):
+        if flag:
+            sources[i] = "computed"
+    return sources
 
 
 def _strings(values: list[str]) -> pa.Array:

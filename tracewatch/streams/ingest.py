@@ -48,6 +48,7 @@ from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import AlertEngine
 from tracewatch.errors import SinkError
 from tracewatch.pipeline import MessageBatch, Pipeline
+from tracewatch.pricing import PriceTable
 from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.breaker import BreakerSignal
 from tracewatch.schemas.record import EventRecord
@@ -83,6 +84,7 @@ class PendingBatch:
     events: list[EventRecord] = field(default_factory=list)
     partitions: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    cost_computed: list[bool] = field(default_factory=list)
     closed: list[ClosedBucket] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     breakers: list[BreakerSignal] = field(default_factory=list)
@@ -147,7 +149,9 @@ class IngestLoop:
         self.breaker_signals = 0
         self.firing: list[Alert] = []  # a snapshot for the web views (replaced, never mutated)
         self._warmed_up = False
-        self.pipeline = Pipeline.from_settings(settings.worker)
+        self.pipeline = Pipeline.from_settings(
+            settings.worker, PriceTable.from_settings(settings.pricing)
+        )
         self.dlq = DeadLetterPublisher(settings.kafka, self.topic)
         self.pending = PendingBatch()
         self.stored_events = 0
@@ -249,6 +253,7 @@ class IngestLoop:
         p.events.extend(events)
         p.partitions.extend(result.partitions[result.to_store].tolist())
         p.offsets.extend(result.offsets[result.to_store].tolist())
+        p.cost_computed.extend(result.cost_computed[result.to_store].tolist())
         self._judge_breakers(events)
         self._add_closed(result.closed)
         if result.rejected:
@@ -302,7 +307,8 @@ class IngestLoop:
             return False
         w = self.settings.worker
         return (
-            len(p.events) >= w.sink_flush_rows
+            bool(p.alerts)  # an alert waits for nothing: its minute closed just now
+            or len(p.events) >= w.sink_flush_rows
             or time.monotonic() - p.started >= w.sink_flush_interval_s
         )
 
@@ -368,7 +374,8 @@ class IngestLoop:
     def _flush(self, p: PendingBatch) -> None:
         if p.events:
             self.sink.write_event_table(
-                events_table(p.events, p.partitions, p.offsets, self.topic), p.token(self.topic)
+                events_table(p.events, p.partitions, p.offsets, self.topic, p.cost_computed),
+                p.token(self.topic),
             )
         self.dlq.flush()
         if p.closed:

@@ -1,0 +1,195 @@
+"""The OTLP/HTTP receiver's answers, in-process, with a broker that cannot be reached.
+
+Nothing here needs Kafka to be up: every request either never reaches the
+producer (bad body, wrong type, too large, nothing to produce) or proves that
+an unacknowledged export is answered 503, never 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tracewatch.config import KafkaSettings, OtlpSettings
+from tracewatch.otlp.receiver import OtlpReceiver
+
+PROTOBUF = "application/x-protobuf"
+START = 1_795_341_600_000_000_000
+
+
+def export(*spans: Span) -> ExportTraceServiceRequest:
+    req = ExportTraceServiceRequest()
+    req.resource_spans.add().scope_spans.add().spans.extend(spans)
+    return req
+
+
+def span(span_id: int, **attributes: Any) -> Span:
+    s = Span(
+        trace_id=bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736"),
+        span_id=span_id.to_bytes(8, "big"),
+        name="s",
+        start_time_unix_nano=START,
+        end_time_unix_nano=START + 1_000_000,
+    )
+    for key, v in attributes.items():
+        any_value = AnyValue(int_value=v) if isinstance(v, int) else AnyValue(string_value=v)
+        s.attributes.append(KeyValue(key=key.replace("__", "."), value=any_value))
+    return s
+
+
+Call = Callable[[aiohttp.ClientSession, str], Awaitable[None]]
+
+
+def against_receiver(call: Call, **settings: Any) -> OtlpReceiver:
+    """Start a receiver on a free port, run ``call(session, url)``, stop it."""
+    otlp = OtlpSettings(port=0, flush_timeout_s=1.0, **settings)
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # nothing listens on port 1
+    quiet = {"message.timeout.ms": 1000, "log_level": 0}  # no connection-refused noise
+    receiver = OtlpReceiver(otlp, kafka, producer_config=quiet)
+
+    async def main() -> None:
+        url = await receiver.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                await call(session, url)
+        finally:
+            await receiver.stop()
+
+    asyncio.run(main())
+    return receiver
+
+
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, content_type: str, **headers: str
+) -> tuple[int, bytes, aiohttp.typedefs.LooseHeaders]:
+    async with session.post(
+        url, data=body, headers={"Content-Type": content_type, **headers}
+    ) as response:
+        return response.status, await response.read(), response.headers
+
+
+def status_of(body: bytes, content_type: str) -> Any:
+    status = status_pb2.Status()
+    if content_type == PROTOBUF:
+        status.ParseFromString(body)
+    else:
+        from google.protobuf import json_format
+
+        json_format.Parse(body, status)
+    return status
+
+
+def test_unsupported_content_type_is_415() -> None:
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, body, _ = await post(session, url, b"hello", "text/plain")
+        assert code == 415
+        assert "application/x-protobuf" in status_of(body, "application/json").message
+
+    against_receiver(call)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [(PROTOBUF, b"\x0a\xff\xff\xff\xff\x0f garbage"), ("application/json", b"{not json")],
+)
+def test_unparsable_bodies_are_400_with_a_status_in_the_same_encoding(
+    content_type: str, body: bytes
+) -> None:
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, answer, headers = await post(session, url, body, content_type)
+        assert code == 400 and headers["Content-Type"].startswith(content_type)
+        status = status_of(answer, content_type)
+        assert status.code == code_pb2.INVALID_ARGUMENT and status.message
+
+    against_receiver(call)
+
+
+def test_bodies_over_the_limit_are_413_also_after_decompression() -> None:
+    big = export(*(span(i + 1, padding="x" * 100) for i in range(100))).SerializeToString()
+    assert len(big) > 4096 and len(gzip.compress(big)) < 4096
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, answer, _ = await post(session, url, big, PROTOBUF)
+        assert code == 413 and "4096" in status_of(answer, PROTOBUF).message
+        code, _, _ = await post(
+            session, url, gzip.compress(big), PROTOBUF, **{"Content-Encoding": "gzip"}
+        )
+        assert code == 413
+
+    against_receiver(call, max_body_bytes=4096)
+
+
+def test_gzip_bodies_are_read_and_a_broken_stream_is_400() -> None:
+    http_only = export(span(1, http__route="/x")).SerializeToString()
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, answer, _ = await post(
+            session, url, gzip.compress(http_only), PROTOBUF, **{"Content-Encoding": "gzip"}
+        )
+        assert code == 200 and answer == b""  # an empty response: nothing rejected
+        code, _, _ = await post(
+            session, url, b"\x1f\x8b not gzip", PROTOBUF, **{"Content-Encoding": "gzip"}
+        )
+        assert code == 400
+
+    receiver = against_receiver(call)
+    assert (receiver.counters.spans, receiver.counters.ignored) == (1, 1)
+
+
+def test_spans_that_cannot_be_events_are_a_partial_success() -> None:
+    no_end = span(1, gen_ai__operation__name="chat")
+    no_end.end_time_unix_nano = 0
+    negative = span(2, gen_ai__operation__name="chat", gen_ai__usage__input_tokens=-5)
+    body = export(no_end, negative, span(3, http__route="/x")).SerializeToString()
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, answer, _ = await post(session, url, body, PROTOBUF)
+        assert code == 200
+        response = ExportTraceServiceResponse.FromString(answer)
+        assert response.partial_success.rejected_spans == 2
+        message = response.partial_success.error_message
+        assert "no end time" in message and "negative_number" in message
+
+        code, answer, _ = await post(
+            session, url, json.dumps({"resourceSpans": []}).encode(), "application/json"
+        )
+        assert code == 200 and json.loads(answer) == {}
+
+    receiver = against_receiver(call)
+    assert receiver.counters.rejected == 2 and receiver.counters.events == 0
+
+
+def test_an_export_kafka_did_not_acknowledge_is_503_so_the_exporter_retries() -> None:
+    body = export(span(1, gen_ai__operation__name="chat")).SerializeToString()
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, answer, headers = await post(session, url, body, PROTOBUF)
+        assert code == 503 and headers["Retry-After"]
+        status = status_of(answer, PROTOBUF)
+        assert status.code == code_pb2.UNAVAILABLE and "retry" in status.message
+
+    receiver = against_receiver(call)
+    assert receiver.counters.events == 0
+
+
+def test_only_post_on_the_traces_path() -> None:
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        async with session.get(url) as response:
+            assert response.status == 405
+        async with session.post(url.replace("/v1/traces", "/v1/logs")) as response:
+            assert response.status == 404
+
+    against_receiver(call)
