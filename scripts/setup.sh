@@ -30,4 +30,25 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
   echo "$want" > "$stamp"
 fi
+
+# Headless Chromium for the dashboard's end-to-end test (tests/integration/test_dashboard.py):
+# Debian's chromium package, installed when missing (needs root and apt-get); CI must have it.
+if ! command -v chromium >/dev/null 2>&1; then
+  chromium_hint="as root: apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium"
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    mkdir -p .tracewatch
+    apt_log=.tracewatch/apt-chromium.log
+    echo "setup: installing Debian's chromium for the dashboard test (log: $apt_log)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+         >"$apt_log" 2>&1; then
+      echo "setup: could not install chromium (see $apt_log); $chromium_hint" >&2
+      [[ "${CI:-}" != true ]] || exit 1
+    fi
+  elif [[ "${CI:-}" == true ]]; then
+    echo "setup: chromium is missing and cannot be installed here (not root, or no apt-get); $chromium_hint" >&2
+    exit 1
+  else
+    echo "setup: chromium is missing, so the dashboard's browser test will fail; $chromium_hint" >&2
+  fi
+fi
 echo "setup: ready ($(.venv/bin/tracewatch --version 2>/dev/null || echo tracewatch) in .venv)"

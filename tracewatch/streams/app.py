@@ -33,7 +33,9 @@ from tracewatch.sinks.clickhouse import ClickHouseSink
 from tracewatch.sinks.kafka_alerts import AlertPublisher
 from tracewatch.sinks.kafka_breakers import BreakerPublisher
 from tracewatch.sinks.kafka_stats import StatsPublisher
+from tracewatch.streams.dashboard_views import register_dashboard
 from tracewatch.streams.ingest import IngestLoop
+from tracewatch.streams.kafka_auth import faust_credentials
 
 __all__ = ["IngestService", "build_app"]
 
@@ -86,6 +88,7 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
     app = faust.App(
         w.app_id,
         broker=settings.kafka.faust_broker_url(),
+        broker_credentials=faust_credentials(settings.kafka),  # SASL/SSL as the other clients
         autodiscover=False,
         store="memory://",
         web_enabled=True,
@@ -169,6 +172,7 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
             body = json.dumps({"columns": result.columns, "rows": result.rows}, default=_jsonable)
             return self.bytes(body.encode(), content_type="application/json")
 
+    register_dashboard(app, settings, sink, service)  # /dashboard and its /api/* views
     return app, service
 
 
