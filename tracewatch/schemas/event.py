@@ -42,6 +42,8 @@ def parse_ts(value: Any) -> float:
         except OverflowError:  # an integer of hundreds of digits: must not escape as a crash
             raise ValueError("ts must be Unix seconds between 1970 and 2100") from None
     elif isinstance(value, str):
+        if value.endswith("z"):  # RFC 3339 5.6 allows a lower-case "z"; fromisoformat does not
+            value = value[:-1] + "Z"
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

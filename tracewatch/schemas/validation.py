@@ -22,6 +22,7 @@ Reason codes (the ``tracewatch.reason`` DLQ header):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,7 +113,10 @@ def decode_records(
         if (
             value
             and len(value) <= max_bytes
-            and value.count(b"[") + value.count(b"{") <= (_MAX_FAST_BRACKETS)
+            and value.count(b"[") + value.count(b"{") <= _MAX_FAST_BRACKETS
+            # msgspec skips unknown fields without checking their UTF-8; pydantic refuses
+            # bad UTF-8 anywhere, so a non-ASCII message must decode first
+            and (value.isascii() or _is_utf8(value))
         ):
             try:
                 records.append(decode(value))
@@ -128,15 +132,29 @@ def decode_records(
     return records, index, rejected
 
 
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def reason_of(exc: ValidationError) -> InvalidEvent:
     """The first error of a pydantic ``ValidationError`` as an ``InvalidEvent``."""
     error = exc.errors(include_url=False)[0]
-    field = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part)) or None
+    loc = tuple(error["loc"])
+    if len(loc) == 3 and loc[0] == "attributes" and _is_union_tag(loc[2]):
+        loc = loc[:2]  # the union member pydantic tried (attribute values: str, bool, …)
+    field = ".".join(str(part) for part in loc) or None
     return InvalidEvent(_classify(error), str(error["msg"]), field)
 
 
 def _classify(error: Any) -> str:
     kind: str = error["type"]
+    value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        return "not_finite"  # NaN or 1e999 where an integer or an attribute value goes
     if kind == "greater_than_equal":
         limit = (error.get("ctx") or {}).get("ge")
         return "negative_number" if limit == 0 else "out_of_range"
