@@ -250,10 +250,16 @@ class _Trace:
         self.opened_ts: float | None = None
         self.reason = ""
 
-    def update(self, event: EventRecord) -> None:
+    def update(self, event: EventRecord) -> bool:
+        """Fold ``event`` in; True when a limit is now exceeded (``breach`` says which).
+
+        The check is the same as ``breach``'s, done here on the values just updated
+        so that the common case (no limit near) costs no second call per event.
+        """
         ts = event.ts
         if ts > self.last_ts:
             self.last_ts = ts
+        limits = self.limits
         depth = event.loop_depth
         if depth is not None and depth > self.max_depth:
             self.max_depth = depth
@@ -273,8 +279,15 @@ class _Trace:
         cost = event.cost_usd
         if cost:
             self.cost += cost
+        steps = self.steps
         if event.kind != "eval":
-            self.steps.append(ts)
+            steps.append(ts)
+        return (
+            self.max_depth > limits.max_loop_depth
+            or self.top_calls > limits.max_same_tool_calls
+            or self.cost > limits.max_cost_usd
+            or (len(steps) == steps.maxlen and steps[0] > steps[-1] - STEP_WINDOW_S)
+        )
 
     def breach(self) -> str | None:
         """Why the trace is over a limit now, or None."""
@@ -571,10 +584,15 @@ class BreakerBoard:
         else:
             trace.group.move_to_end(event.trace_id)
         trace.seq = self._seq
-        trace.update(event)
-        self._check_trace(trace, ts, out)
+        if trace.update(event) or trace.opened_ts is not None:
+            self._check_trace(trace, ts, out)
         route.update(event, new)
-        self._check_route(route, event, out)
+        if (
+            route.state != _CLOSED
+            or (route.calls >= route.min_calls and route.errors >= route.error_rate * route.calls)
+            or route.spend >= route.spend_trip
+        ):
+            self._check_route(route, event, out)  # a closed route under its limits: nothing
 
     def _check_trace(self, trace: _Trace, ts: float, out: list[BreakerSignal]) -> None:
         if trace.opened_ts is None:
