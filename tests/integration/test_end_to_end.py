@@ -25,6 +25,7 @@ from confluent_kafka import Consumer
 
 from tracewatch.config import ClickHouseSettings, KafkaSettings
 from tracewatch.demo.traffic import DemoTraffic, invalid_events
+from tracewatch.pricing import PriceTable
 from tracewatch.sdk import TraceProducer
 from tracewatch.sinks.clickhouse import ClickHouseSink
 from tracewatch.streams.topics import ensure_topics
@@ -114,6 +115,20 @@ def within_bound(estimate: float | None, values: np.ndarray, q: float) -> bool:
     return estimate is not None and abs(estimate - exact) <= BOUND * exact + 1e-12
 
 
+PRICES = PriceTable.load()
+
+
+def priced(event: dict[str, Any]) -> dict[str, Any]:
+    """The event with the cost the worker computes when it has none (tested in test_pricing)."""
+    if event.get("cost_usd") is not None or not event.get("model"):
+        return event
+    tokens = (event.get("input_tokens"), event.get("output_tokens"))
+    if tokens == (None, None):
+        return event
+    cost = PRICES.cost_of(str(event["model"]), tokens[0] or 0, tokens[1] or 0)
+    return event if cost is None else {**event, "cost_usd": cost}
+
+
 def check_clickhouse(home: Path, valid: list[dict[str, Any]]) -> None:
     """Exactly the valid events, and each closed minute equal to numpy over the same events."""
     sink = ClickHouseSink(ClickHouseSettings(dsn=f"chdb://{home / 'clickhouse'}")).connect()
@@ -130,7 +145,7 @@ def check_clickhouse(home: Path, valid: list[dict[str, Any]]) -> None:
     assert len(stored) == len(valid)
     assert {r[0] for r in stored} == {str(e["event_id"]) for e in valid}
 
-    groups = expected_minutes(valid)
+    groups = expected_minutes([priced(e) for e in valid])
     assert all(r[4] == 0 for r in stats.rows), "no minute should have late rows"
     rows = {(r[0], r[1], r[2], float(r[3])): r for r in stats.rows}
     assert len(rows) == len(stats.rows), "one row per key and minute"
