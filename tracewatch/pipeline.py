@@ -197,8 +197,7 @@ class Pipeline:
         rejected: list[Rejected],
     ) -> tuple[list[EventRecord], list[int]]:
         """Drop repeated event ids (to ``rejected``), keeping the first of each."""
-        seen = self.recent_ids.seen
-        repeats = [j for j, record in enumerate(records) if seen(record.event_id)]
+        repeats = self.recent_ids.repeats([record.event_id for record in records])
         if not repeats:
             return records, index
         for j in repeats:

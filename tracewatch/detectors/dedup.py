@@ -33,5 +33,19 @@ class RecentIds:
                 self._ids.popitem(last=False)
         return False
 
+    def repeats(self, event_ids: list[str]) -> list[int]:
+        """Indexes of the ids seen before (in the window or earlier in this batch); the
+        others are remembered. ``seen`` over a batch, without a call per id."""
+        ids, capacity = self._ids, self.capacity
+        out = []
+        for i, event_id in enumerate(event_ids):
+            if event_id in ids:
+                out.append(i)
+            elif capacity:
+                ids[event_id] = None
+        while len(ids) > capacity:
+            ids.popitem(last=False)
+        return out
+
     def __len__(self) -> int:
         return len(self._ids)

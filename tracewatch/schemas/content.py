@@ -55,8 +55,21 @@ def is_content(name: str) -> bool:
     return name.lower() in CONTENT_NAMES or name.startswith(CONTENT_ATTRIBUTES)
 
 
+#: verdicts per attribute name seen: apps use a handful of names over and over, so the
+#: hot path pays a dict lookup per attribute, not a prefix scan (cleared when large)
+_VERDICTS: dict[str, bool] = {}
+_MAX_VERDICTS = 10_000
+
+
 def without_content(attributes: Mapping[str, object]) -> dict[str, object] | None:
     """The attributes without content, or None when there is nothing to drop (no copy)."""
-    if not any(is_content(name) for name in attributes):
-        return None
-    return {name: value for name, value in attributes.items() if not is_content(name)}
+    verdicts = _VERDICTS
+    for name in attributes:
+        verdict = verdicts.get(name)
+        if verdict is None:
+            if len(verdicts) >= _MAX_VERDICTS:
+                verdicts.clear()
+            verdict = verdicts[name] = is_content(name)
+        if verdict:
+            return {k: v for k, v in attributes.items() if not is_content(k)}
+    return None

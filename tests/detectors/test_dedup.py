@@ -1,0 +1,25 @@
+"""The bounded window of recent event ids."""
+
+from __future__ import annotations
+
+from tracewatch.detectors.dedup import RecentIds
+
+
+def test_repeats_within_and_across_batches() -> None:
+    ids = RecentIds(capacity=100)
+    assert ids.repeats(["a", "b", "a", "c"]) == [2]
+    assert ids.repeats(["c", "d", "b"]) == [0, 2]
+    assert len(ids) == 4
+
+
+def test_the_window_forgets_the_oldest_ids() -> None:
+    ids = RecentIds(capacity=3)
+    assert ids.repeats(["a", "b", "c", "d"]) == []
+    assert len(ids) == 3
+    assert ids.repeats(["a"]) == []  # "a" was the oldest: forgotten
+    assert ids.seen("d") and not ids.seen("b")
+
+
+def test_a_zero_window_remembers_nothing() -> None:
+    ids = RecentIds(capacity=0)
+    assert ids.repeats(["a", "a"]) == [] and len(ids) == 0
