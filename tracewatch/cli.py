@@ -11,8 +11,9 @@ import logging
 import sys
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich import box
@@ -30,6 +31,9 @@ from tracewatch.config import (
 )
 from tracewatch.errors import ConfigError, ServiceUnavailable, TracewatchError
 from tracewatch.schemas.alert import Alert
+
+if TYPE_CHECKING:
+    from tracewatch.sinks.clickhouse import QueryResult
 
 __all__ = ["app", "main"]
 
@@ -443,6 +447,84 @@ def query_series(
     _print_query(series_query(), params, dsn, as_json, f"{route}: one-minute statistics")
 
 
+@query_app.command("prompt-change")
+def query_prompt_change(
+    route: Annotated[str, typer.Argument(help="The route, e.g. support/chat.")],
+    to: Annotated[str, typer.Option("--to", help="The new prompt version, e.g. v13.")],
+    from_: Annotated[
+        str | None,
+        typer.Option("--from", help="Compare with this version only (default: any before)."),
+    ] = None,
+    window: Annotated[
+        str, typer.Option(help="How long before and after the first appearance: 1h, 24h, 7d.")
+    ] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """What changed after a prompt version: the route before vs after it first appeared."""
+    from tracewatch.queries import (
+        QueryClient,
+        compare_periods,
+        parse_duration,
+        prompt_change_query,
+        prompt_first_seen_query,
+    )
+
+    params: dict[str, Any] = {"route": route, "to_version": to, "from_version": from_ or ""}
+    client = QueryClient(_settings(dsn=dsn))
+    try:
+        first_seen_ms, n = client.run(prompt_first_seen_query(), params).rows[0]
+        if first_seen_ms is None:
+            raise ConfigError(
+                f"prompt version {to!r} has no events on route {route!r}: check the names "
+                f"with `tracewatch query series {route}`"
+            )
+        params |= {"first_seen_ms": first_seen_ms, "window_s": int(parse_duration(window))}
+        result = compare_periods(client.run(prompt_change_query(), params))
+    finally:
+        client.close()
+    if not as_json:
+        first_seen = datetime.fromtimestamp(first_seen_ms / 1000, UTC)
+        out.print(
+            f"{route}: {to} first appeared at {first_seen:%Y-%m-%d %H:%M:%S} UTC ({n} events "
+            f"in all); {window} before ({from_ or 'any version'}) vs {window} after ({to})",
+            highlight=False,
+            soft_wrap=True,
+        )
+    _print_result(result, as_json, None)
+
+
+@query_app.command("alerts")
+def query_alerts(
+    route: Annotated[str | None, typer.Option(help="Only this route's alerts.")] = None,
+    since: Annotated[str, typer.Option(help="Start: 15m, 2h, 1d ago, or RFC 3339.")] = "24h",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (the wire form).")] = False,
+    bootstrap: BootstrapOpt = None,
+) -> None:
+    """Alert history: the transitions on the alerts topic (firing, resolved), oldest first."""
+    from tracewatch.queries import filter_alerts, parse_time, read_alert_history
+
+    settings = _settings(bootstrap)
+    alerts = filter_alerts(read_alert_history(settings.kafka), parse_time(since), route)
+    _print_alerts(alerts, as_json)
+    if not alerts:
+        err.print(f"no alerts on {settings.kafka.alerts_topic} since {since}")
+
+
+@query_app.command("trace")
+def query_trace(
+    trace_id: Annotated[str, typer.Argument(help="The trace id, as in the events.")],
+    limit: Annotated[int, typer.Option(min=1, help="At most this many events.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
+    dsn: DsnOpt = None,
+) -> None:
+    """One trace's timeline: its events by time, with loop depth and the running cost."""
+    from tracewatch.queries import trace_timeline_query
+
+    params = {"trace": trace_id, "limit": limit}
+    _print_query(trace_timeline_query(), params, dsn, as_json, f"trace {trace_id}")
+
+
 @query_app.command("sql")
 def query_sql(
     sql: Annotated[
@@ -474,6 +556,10 @@ def _print_query(
         result = client.run(sql, params)
     finally:
         client.close()
+    _print_result(result, as_json, title)
+
+
+def _print_result(result: QueryResult, as_json: bool, title: str | None) -> None:
     if as_json:
         for row in result.rows:
             out.print_json(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))

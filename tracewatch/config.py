@@ -172,6 +172,8 @@ class WorkerSettings(BaseSettings):
     app_id: str = "tracewatch"  # faust app id: prefixes its internal topics
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+    #: ``/health`` answers 503 once the sink has failed (and been retried) this long
+    health_sink_error_s: float = Field(default=60.0, gt=0)
 
 
 class DetectSettings(BaseSettings):

@@ -12,31 +12,44 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from tracewatch.config import Settings
+from tracewatch.config import KafkaSettings, Settings
 from tracewatch.errors import ConfigError, ServiceUnavailable
+from tracewatch.schemas.alert import Alert
 from tracewatch.sinks.clickhouse import ClickHouseSink, QueryResult
+from tracewatch.sinks.clickhouse_schema import COST_SCALE
 from tracewatch.streams.worker import read_run_file
 
 __all__ = [
     "TOP_STATISTICS",
     "QueryClient",
+    "alert_time",
+    "compare_periods",
+    "filter_alerts",
+    "parse_duration",
     "parse_time",
+    "prompt_change_query",
+    "prompt_first_seen_query",
+    "read_alert_history",
     "series_query",
     "top_routes_query",
+    "trace_timeline_query",
 ]
 
 #: statistic name → the SQL column (over ``events``) the top-routes query shows and ranks by.
+#: Costs are quantiled in micro-dollars, as the rollup does: quantileDD's relative error
+#: bound does not hold for values below 1 (a call costs about $0.002). They are not rounded
+#: in SQL: six decimals would be a 1% error at 50 micro-dollars; the table shows 6 digits.
 TOP_STATISTICS: dict[str, str] = {
     "count": "count()",
     "error_rate": "round(countIf(status != 'ok') / count(), 4)",
     "cost_sum": "round(sum(cost_usd), 4)",
-    "cost_p50": "round(quantileDD(0.01, 0.5)(cost_usd), 6)",
-    "cost_p95": "round(quantileDD(0.01, 0.95)(cost_usd), 6)",
-    "cost_p99": "round(quantileDD(0.01, 0.99)(cost_usd), 6)",
+    "cost_p50": f"quantileDD(0.01, 0.5)(cost_usd * {COST_SCALE}) / {COST_SCALE}",
+    "cost_p95": f"quantileDD(0.01, 0.95)(cost_usd * {COST_SCALE}) / {COST_SCALE}",
+    "cost_p99": f"quantileDD(0.01, 0.99)(cost_usd * {COST_SCALE}) / {COST_SCALE}",
     "latency_p50": "round(quantileDD(0.01, 0.5)(latency_ms), 1)",
     "latency_p95": "round(quantileDD(0.01, 0.95)(latency_ms), 1)",
     "latency_p99": "round(quantileDD(0.01, 0.99)(latency_ms), 1)",
@@ -98,8 +111,157 @@ LIMIT {limit:UInt32}
 """.strip()
 
 
+def prompt_first_seen_query() -> str:
+    """When ``{to_version}`` first appeared on ``{route}`` (Unix ms, NULL if never), and its
+    event count. Milliseconds, not a DateTime: they bind back unchanged through the worker's
+    JSON ``/query`` as well as in-process."""
+    return """
+SELECT if(count() = 0, NULL, toUnixTimestamp64Milli(min(ts))) AS first_seen_ms, count() AS n
+FROM {db:Identifier}.events
+WHERE route = {route:String} AND prompt_version = {to_version:String}
+""".strip()
+
+
+def prompt_change_query() -> str:
+    """The route before and after ``{first_seen_ms}``, one row per period, from raw events.
+
+    Before: the route's events in ``[first_seen - window, first_seen)``, only of
+    prompt version ``{from_version}`` unless it is empty. After: events of ``{to_version}``
+    in ``[first_seen, first_seen + window)``. Quantiles are exact over the rows
+    (``quantileExact``), not averages of per-minute quantiles.
+    """
+    return """
+WITH fromUnixTimestamp64Milli({first_seen_ms:Int64}, 'UTC') AS first_seen,
+     toIntervalSecond({window_s:UInt32}) AS span
+SELECT if(ts < first_seen, 'before', 'after') AS period,
+       count() AS n,
+       countIf(status != 'ok') / count() AS error_rate,
+       quantileExact(0.5)(cost_usd) AS cost_p50,
+       quantileExact(0.95)(cost_usd) AS cost_p95,
+       quantileExact(0.5)(latency_ms) AS latency_p50,
+       quantileExact(0.95)(latency_ms) AS latency_p95,
+       avg(output_tokens) AS output_tokens_mean,
+       max(loop_depth) AS loop_depth_max,
+       sumMap(scores) AS score_sums,
+       sumMap(mapApply((k, v) -> (k, toUInt64(1)), scores)) AS score_counts
+FROM {db:Identifier}.events
+WHERE route = {route:String}
+  AND ts >= first_seen - span AND ts < first_seen + span
+  AND if(ts < first_seen,
+         {from_version:String} = '' OR prompt_version = {from_version:String},
+         prompt_version = {to_version:String})
+GROUP BY period
+ORDER BY period = 'after'
+""".strip()
+
+
+#: the rows of the prompt-change table, in order, and the SQL column each comes from
+_CHANGE_ROWS = (
+    "n",
+    "error_rate",
+    "cost_p50",
+    "cost_p95",
+    "latency_p50",
+    "latency_p95",
+    "output_tokens_mean",
+    "loop_depth_max",
+)
+
+
+def compare_periods(result: QueryResult) -> QueryResult:
+    """Pivot ``prompt_change_query``'s two rows into statistic / before / after / ratio.
+
+    A period with no events shows ``None``; the ratio is after / before, ``None``
+    when either side is missing or before is zero.
+    """
+    periods = {row[0]: dict(zip(result.columns, row, strict=True)) for row in result.rows}
+    before, after = periods.get("before", {}), periods.get("after", {})
+    rows = [(name, before.get(name), after.get(name)) for name in _CHANGE_ROWS]
+    scores = sorted({*before.get("score_sums", {}), *after.get("score_sums", {})})
+    rows += [
+        (f"score:{name}", _score_mean(before, name), _score_mean(after, name)) for name in scores
+    ]
+    return QueryResult(
+        ["statistic", "before", "after", "ratio"],
+        [(name, b, a, _ratio(b, a)) for name, b, a in rows],
+    )
+
+
+def _score_mean(period: Mapping[str, Any], name: str) -> float | None:
+    count = period.get("score_counts", {}).get(name, 0)
+    return float(period["score_sums"][name]) / count if count else None
+
+
+def _ratio(before: Any, after: Any) -> float | None:
+    if before is None or after is None or before == 0:
+        return None
+    return round(float(after) / float(before), 3)
+
+
+def trace_timeline_query() -> str:
+    """One trace's events in time order, with the time since its start and the spend so far."""
+    return """
+SELECT toString(ts) AS time,
+       dateDiff('millisecond', min(ts) OVER (), ts) AS at_ms,
+       kind, route, model, tool_name AS tool, status, latency_ms, cost_usd,
+       loop_depth,
+       round(sum(ifNull(cost_usd, 0)) OVER (ORDER BY ts, event_id
+             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW), 6) AS cost_so_far,
+       span_id, parent_span_id, event_id
+FROM {db:Identifier}.events
+WHERE trace_id = {trace:String}
+ORDER BY ts, event_id
+LIMIT {limit:UInt32}
+""".strip()
+
+
+def alert_time(alert: Alert) -> datetime:
+    """When a transition happened: firing at ``starts_at``, resolved at ``ends_at``."""
+    if alert.status == "resolved" and alert.ends_at is not None:
+        return alert.ends_at
+    return alert.starts_at
+
+
+def filter_alerts(
+    alerts: Iterable[Alert], since: datetime, route: str | None = None
+) -> list[Alert]:
+    """Alert transitions at or after ``since`` (of ``route`` if given), oldest first."""
+    kept = [
+        a
+        for a in alerts
+        if alert_time(a) >= since and (route is None or a.labels.get("route") == route)
+    ]
+    return sorted(kept, key=alert_time)
+
+
+def read_alert_history(kafka: KafkaSettings, quiet_s: float = 3.0) -> list[Alert]:
+    """Every alert transition on the alerts topic (its whole retention), in topic order.
+
+    There is no alerts table in ClickHouse: the topic is the history. Reading
+    stops after ``quiet_s`` seconds with nothing new (caught up).
+    """
+    from tracewatch.sdk.alerts import AlertSubscriber
+
+    seen: list[Alert] = []
+    with AlertSubscriber(kafka, from_beginning=True) as subscriber:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < quiet_s:
+            alert = subscriber.poll(0.5)
+            if alert is not None:
+                seen.append(alert)
+                quiet_since = time.monotonic()
+    return seen
+
+
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``30s`` / ``15m`` / ``24h`` / ``7d`` as seconds."""
+    if (m := _RELATIVE.match(text.strip())) is None:
+        raise ConfigError(f"cannot read duration {text!r}: use 30s, 15m, 24h or 7d")
+    return float(m[1]) * _UNIT_S[m[2]]
 
 
 def parse_time(text: str, now: float | None = None) -> datetime:

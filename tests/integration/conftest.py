@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -197,3 +198,148 @@ def make_worker() -> Iterator[Callable[..., WorkerProcess]]:
     yield make
     for worker in workers:
         worker.kill()
+
+
+def unused_port() -> int:
+    """A TCP port nobody listens on right now (for fixtures wider than one test)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateKafka:
+    """A broker of its own (state dir, ports) that a test may stop, kill and start again.
+
+    The shared broker on 9092 serves every other test and must never go down, so
+    fault tests get this one: infra/kafka's own scripts, pointed elsewhere with
+    ``KAFKA_STATE_DIR``/``KAFKA_PORT``/``KAFKA_CONTROLLER_PORT`` and sharing the
+    shared broker's jars through ``KAFKA_LIB_DIR``.
+    """
+
+    def __init__(self, state_dir: Path, lib_dir: str) -> None:
+        self.state_dir = state_dir
+        self.port = unused_port()
+        self.controller_port = unused_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.env = {
+            **_kafka_env(),
+            "KAFKA_STATE_DIR": str(state_dir),
+            "KAFKA_LIB_DIR": lib_dir,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "KAFKA_CDS": "0",  # no class archive of its own: its first stop stays fast
+        }
+
+    def script(self, name: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(KAFKA_INFRA / name)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def start(self) -> None:
+        done = self.script("start.sh")
+        if done.returncode != 0:
+            pytest.fail(f"the private Kafka broker did not start:\n{done.stdout}\n{done.stderr}")
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM, as an operator's restart does)."""
+        done = self.script("stop.sh")
+        if done.returncode != 0:
+            pytest.fail(f"the private Kafka broker did not stop:\n{done.stdout}\n{done.stderr}")
+
+    def kill(self) -> None:
+        """kill -9 of the broker's JVM: no shutdown, the log is recovered at the next start."""
+        pid = int((self.state_dir / "kafka.pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def running(self) -> bool:
+        return self.script("status.sh", timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def private_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateKafka]:
+    """A second broker on free ports with its own data dir, stopped after the module."""
+    env = _kafka_env()
+    setup = subprocess.run(
+        ["bash", str(KAFKA_INFRA / "setup.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if setup.returncode != 0:
+        pytest.fail(f"infra/kafka/setup.sh failed:\n{setup.stdout}\n{setup.stderr}")
+    lib_dir = subprocess.run(
+        ["bash", "-c", f'source "{KAFKA_INFRA / "env.sh"}" && printf %s "$KAFKA_LIB_DIR"'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    broker = PrivateKafka(tmp_path_factory.mktemp("private-kafka") / "kafka", lib_dir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.script("stop.sh")
+
+
+class PrivateAlertmanager:
+    """An Alertmanager of one test: its own port and state dir, through the infra scripts.
+
+    ``stop`` and ``start`` simulate an outage without touching the shared instance.
+    """
+
+    def __init__(self, home: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.state = home / "alertmanager"
+        keep = {k: v for k, v in os.environ.items() if not k.startswith(("TRACEWATCH_", "ALERT"))}
+        self.env = {
+            **keep,
+            "TRACEWATCH_HOME": str(home),
+            "ALERTMANAGER_HOST": "127.0.0.1",
+            "ALERTMANAGER_PORT": str(self.port),
+            "ALERTMANAGER_CLUSTER": "",  # no gossip port to collide with the shared one
+        }
+
+    def _run(self, script: str) -> None:
+        done = subprocess.run(
+            ["bash", str(ALERTMANAGER_INFRA / script)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if done.returncode != 0:
+            pytest.fail(f"{script} of the test's Alertmanager failed:\n{done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        self._run("start.sh")
+
+    def stop(self, forget: bool = False) -> None:
+        """Stop it; ``forget`` also removes its data dir so it comes back empty."""
+        self._run("stop.sh")
+        if forget:
+            shutil.rmtree(self.state / "data", ignore_errors=True)
+
+
+@pytest.fixture
+def private_alertmanager(tmp_path: Path) -> Iterator[PrivateAlertmanager]:
+    """A running Alertmanager on a free port of its own (stopped after the test)."""
+    home = tmp_path / "am"
+    home.mkdir()
+    instance = PrivateAlertmanager(home)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()

@@ -7,9 +7,10 @@
   alerts to Alertmanager, re-sends the firing ones, and catches up after an outage.
 - The ``route_stats`` agent consumes the low-volume closed-bucket stream and keeps
   the latest minute per key in a table with a changelog.
-- Web views on localhost: ``/status`` (counters), ``/stats`` (latest minute per
-  key), ``/alerts`` (open alerts), ``/query`` (read-only SQL with bound parameters;
-  how ``tracewatch query`` reaches an embedded chDB that this process holds open).
+- Web views on localhost: ``/status`` (counters), ``/metrics`` (Prometheus) and
+  ``/health`` (streams/metrics.py), ``/stats`` (latest minute per key), ``/alerts``
+  (open alerts), ``/query`` (read-only SQL with bound parameters; how
+  ``tracewatch query`` reaches an embedded chDB that this process holds open).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tracewatch.sinks.kafka_stats import StatsPublisher
 from tracewatch.streams.dashboard_views import register_dashboard
 from tracewatch.streams.ingest import IngestLoop
 from tracewatch.streams.kafka_auth import faust_credentials
+from tracewatch.streams.metrics import register_metrics
 
 __all__ = ["IngestService", "build_app"]
 
@@ -99,6 +101,10 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
         topic_replication_factor=settings.kafka.replication_factor,
         datadir=str(settings.home / "faust"),
         web_in_thread=False,
+        # as the ingest consumer: after a kill -9 faust's group waits out the dead
+        # member's session (60 s by default), and a SIGTERM meanwhile blocks until then
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
     )
     stats_publisher = StatsPublisher(settings.kafka)
     alert_publisher = AlertPublisher(settings.kafka)
@@ -173,6 +179,7 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
             return self.bytes(body.encode(), content_type="application/json")
 
     register_dashboard(app, settings, sink, service)  # /dashboard and its /api/* views
+    register_metrics(app, service, alertmanager, w.health_sink_error_s)  # /metrics, /health
     return app, service
 
 

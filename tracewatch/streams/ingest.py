@@ -35,6 +35,7 @@ import math
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -164,6 +165,7 @@ class IngestLoop:
         self._stored: dict[int, int] = {}  # partition → last offset already in ClickHouse
         self._next: dict[int, int] = {}  # partition → offset after the last one flushed
         self._committed: dict[int, int] = {}
+        self._read_through: dict[int, int] = {}  # partition → last offset this process read
         # offsets whose batches the writer has stored, for this thread to commit: the
         # consumer is used from this thread only (a synchronous commit from another
         # thread stalls behind poll)
@@ -174,6 +176,15 @@ class IngestLoop:
         self._jobs: queue.Queue[PendingBatch | None] = queue.Queue(maxsize=1)
         self._writer_failed: BaseException | None = None
         self._handed_events = 0
+        # for the worker's own metrics (streams/metrics.py reads them at scrape time)
+        self.sink_errors = 0
+        self.last_error_since = 0.0  # time.monotonic() when last_error was first set
+        self.alerts_fired: Counter[tuple[str, str]] = Counter()  # (alertname, status)
+        self.breakers_opened: Counter[str] = Counter()  # scope kind: trace / route
+        self.consumer_lag: dict[int, int] = {}  # partition → messages behind
+        self._lag_at = 0.0
+        self.observe_batch: Callable[[float], None] = _untimed
+        self.observe_write: Callable[[str, float], None] = _untimed
 
     def run(self, stop: threading.Event) -> None:
         self._consumer = self._make_consumer()
@@ -196,6 +207,7 @@ class IngestLoop:
         assert self._consumer is not None
         w = self.settings.worker
         self._commit_written()
+        self._measure_lag()
         # Wait for one message, then take whatever else is already fetched without
         # waiting: consume(n, timeout) blocks until n messages or the timeout (which
         # librdkafka may restart per fetch), so under a steady moderate load every
@@ -206,14 +218,18 @@ class IngestLoop:
             messages += self._consumer.consume(w.batch_max_events - 1, 0)
         data = [m for m in messages if m.error() is None]
         ends = [] if len(data) == len(messages) else self._ends(messages)
-        batch = MessageBatch(
-            [m.value() for m in data],
-            [m.key() for m in data],
-            cast(list[int], [m.partition() for m in data]),
-            cast(list[int], [m.offset() for m in data]),
+        batch = self._skip_read_again(
+            MessageBatch(
+                [m.value() for m in data],
+                [m.key() for m in data],
+                cast(list[int], [m.partition() for m in data]),
+                cast(list[int], [m.offset() for m in data]),
+            )
         )
-        if data:
+        if batch.values:
+            started = time.perf_counter()
             self._process(batch)
+            self.observe_batch(time.perf_counter() - started)
         self._track_idle(set(batch.partitions), ends)
         if self._flush_due():
             self._hand_off()
@@ -259,6 +275,33 @@ class IngestLoop:
         if result.rejected:
             self.dlq.publish(result.rejected)
 
+    def _skip_read_again(self, batch: MessageBatch) -> MessageBatch:
+        """Drop messages this process has read already.
+
+        After a rebalance (a broker restart, a member joining) the consumer starts
+        again from the last commit, held back for the open buckets. Those events
+        are still in this process's buckets, stored and dead-lettered (revoke waits
+        for the writes): read again they would be counted as duplicate event ids
+        and dead-lettered a second time. A new process has read nothing and
+        rebuilds its buckets from them instead.
+        """
+        read = self._read_through
+        parts, offs = batch.partitions, batch.offsets
+        # first offset per partition (offsets rise within one): dict() keeps the last
+        # value per key, so over the reversed pairs it keeps the first, in C
+        first = dict(zip(reversed(parts), reversed(offs), strict=True))
+        if any(off <= read.get(part, -1) for part, off in first.items()):
+            keep = [i for i, (p, o) in enumerate(zip(parts, offs, strict=True))
+                    if o > read.get(p, -1)]  # fmt: skip
+            batch = MessageBatch(
+                [batch.values[i] for i in keep],
+                [batch.keys[i] for i in keep],
+                [parts[i] for i in keep],
+                [offs[i] for i in keep],
+            )
+        read.update(zip(batch.partitions, batch.offsets, strict=True))
+        return batch
+
     def _track_idle(self, with_data: set[int], ends: list[int]) -> None:
         """A partition at its end for ``idle_partition_s`` stops holding the watermark.
 
@@ -290,6 +333,9 @@ class IngestLoop:
             self.pending.start_clock()
             self.pending.breakers.extend(signals)
             self.breaker_signals += len(signals)
+            self.breakers_opened.update(
+                s.scope.split(":", 1)[0] for s in signals if s.state == "open"
+            )
             if self.breakers is not None:
                 self.breakers.publish(signals)
 
@@ -342,6 +388,23 @@ class IngestLoop:
         if self._writer_failed is not None:
             raise RuntimeError("the writer thread failed") from self._writer_failed
 
+    @property
+    def writer_failed(self) -> BaseException | None:
+        return self._writer_failed
+
+    def _measure_lag(self) -> None:
+        """Once a second: high watermark (as last fetched, no request) minus position."""
+        now = time.monotonic()
+        if self._consumer is None or now - self._lag_at < 1.0:
+            return
+        self._lag_at = now
+        lag: dict[int, int] = {}
+        for tp in self._consumer.position(self._consumer.assignment()):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                lag[tp.partition] = max(0, high - tp.offset)
+        self.consumer_lag = lag  # replaced whole: the scrape reads it from another thread
+
     def _write_loop(self) -> None:
         """The writer thread: each batch written, acknowledged and committed, in order."""
         while True:
@@ -366,6 +429,9 @@ class IngestLoop:
                 self.last_error = None
                 return result
             except SinkError as exc:
+                self.sink_errors += 1
+                if self.last_error is None:
+                    self.last_error_since = time.monotonic()
                 self.last_error = str(exc)
                 log.warning("sink failed, retrying in %.1fs: %s", delay, exc)
                 time.sleep(delay)
@@ -373,18 +439,23 @@ class IngestLoop:
 
     def _flush(self, p: PendingBatch) -> None:
         if p.events:
+            started = time.perf_counter()
             self.sink.write_event_table(
                 events_table(p.events, p.partitions, p.offsets, self.topic, p.cost_computed),
                 p.token(self.topic),
             )
+            self.observe_write("events", time.perf_counter() - started)
         self.dlq.flush()
         if p.closed:
+            started = time.perf_counter()
             self.sink.write_stats(p.closed)
+            self.observe_write("stats", time.perf_counter() - started)
             if self.on_closed is not None:
                 self.on_closed(p.closed)
         if p.alerts and self.on_alerts is not None:
             self.on_alerts(p.alerts)
             self.alerts_sent += len(p.alerts)
+            self.alerts_fired.update((a.alertname, a.status) for a in p.alerts)
         if p.breakers and self.breakers is not None:
             if p.resend_breakers:
                 self.breakers.publish(p.breakers)
@@ -520,6 +591,10 @@ class IngestLoop:
             else:
                 log.warning("consumer error: %s", err)
         return ends
+
+
+def _untimed(*_: object) -> None:
+    """The timing hooks' default: the worker sets them to its histograms."""
 
 
 def _finite_or_none(value: float) -> float | None:
