@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
+import benchlib
 import numpy as np
 from confluent_kafka import Consumer, Producer
 
@@ -33,36 +30,6 @@ from tracewatch.demo.traffic import DemoTraffic
 from tracewatch.detectors.breakers import DEFAULT_LIMITS
 from tracewatch.sdk import BreakerClient
 from tracewatch.streams.topics import ensure_topics
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def start_worker(kafka: KafkaSettings, home: Path, port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACEWATCH_")}
-    env.update(
-        TRACEWATCH_HOME=str(home),
-        TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        TRACEWATCH_KAFKA_EVENTS_TOPIC=kafka.events_topic,
-        TRACEWATCH_KAFKA_DLQ_TOPIC=kafka.dlq_topic,
-        TRACEWATCH_KAFKA_STATS_TOPIC=kafka.stats_topic,
-        TRACEWATCH_KAFKA_ALERTS_TOPIC=kafka.alerts_topic,
-        TRACEWATCH_KAFKA_BREAKERS_TOPIC=kafka.breakers_topic,
-        TRACEWATCH_KAFKA_CONSUMER_GROUP=kafka.consumer_group,
-        TRACEWATCH_WORKER_APP_ID=f"{kafka.consumer_group}-faust",
-        TRACEWATCH_WORKER_WEB_PORT=str(port),
-    )
-    tracewatch = str(Path(sys.executable).with_name("tracewatch"))
-    log = (home / "worker.log").open("w")
-    return subprocess.Popen([tracewatch, "run"], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def worker_status(port: int) -> dict[str, object] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as response:
-            body: dict[str, object] = json.loads(response.read())
-            return body
-    except OSError:
-        return None
 
 
 def prepare_load(rate: float, seconds: float) -> list[tuple[bytes, bytes]]:
@@ -82,8 +49,10 @@ def load(
     rate: float,
     stop: threading.Event,
     sent: list[int],
+    live: bool = False,
 ) -> None:
-    """Send ``messages`` evenly at ``rate`` per second until done or stopped."""
+    """Send ``messages`` evenly at ``rate`` per second until done or stopped; ``live``
+    sets each event's ts to the moment it is sent."""
     producer = Producer({**kafka.client_config(), "linger.ms": 5})
     started = time.perf_counter()
     for i, (value, key) in enumerate(messages):
@@ -92,6 +61,8 @@ def load(
         ahead = i / rate - (time.perf_counter() - started)
         if ahead > 0.002:
             time.sleep(ahead)
+        if live:
+            value = json.dumps({**json.loads(value), "ts": time.time()}).encode()
         producer.produce(kafka.events_topic, value, key)
         if i % 100 == 0:
             producer.poll(0)
@@ -171,22 +142,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=6091, help="the bench worker's web port")
     args = parser.parse_args()
 
-    subprocess.run(["bash", str(ROOT / "infra/kafka/start.sh")], check=True)
-    prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    kafka = KafkaSettings(
-        events_topic=f"{prefix}.events", alerts_topic=f"{prefix}.alerts",
-        breakers_topic=f"{prefix}.breakers", dlq_topic=f"{prefix}.dlq",
-        stats_topic=f"{prefix}.stats", consumer_group=f"{prefix}-worker",
-    )  # fmt: skip
+    benchlib.start_broker()
+    kafka = benchlib.bench_kafka("breakers")
     ensure_topics(kafka)
     home = Path(tempfile.mkdtemp(prefix="tw-breaker-bench-"))
-    worker = start_worker(kafka, home, args.port)
+    worker = benchlib.start_worker(kafka, home, args.port)
     stop, sent = threading.Event(), [0]
     try:
-        while worker_status(args.port) is None:
-            if worker.poll() is not None:
-                raise SystemExit(f"the worker exited; see {home / 'worker.log'}")
-            time.sleep(0.5)
+        benchlib.wait_up(worker, args.port, home)
         messages = prepare_load(args.rate, args.seconds)
         feeder = threading.Thread(
             target=load, args=(kafka, messages, args.rate, stop, sent), daemon=True
@@ -197,14 +160,10 @@ def main() -> None:
         delays = breaker_delays(kafka, args.trials)
         rate = (sent[0] - sent_before) / (time.perf_counter() - started)
         floor = kafka_round_trips(kafka, args.trials)
-        status = worker_status(args.port) or {}
+        status = benchlib.worker_status(args.port) or {}
     finally:
         stop.set()
-        worker.terminate()
-        try:
-            worker.wait(120)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        benchlib.stop_worker(worker)
 
     print(f"background load: {rate:,.0f} events/s sent during the trials (target {args.rate:g})")
     print(

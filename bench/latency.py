@@ -33,7 +33,7 @@ from pathlib import Path
 
 import benchlib
 import numpy as np
-from breaker_latency import breaker_delays, pct, prepare_load
+from breaker_latency import breaker_delays, load, pct, prepare_load
 from confluent_kafka import Consumer, Producer
 
 from tracewatch.config import KafkaSettings
@@ -50,25 +50,6 @@ rules:
     resolve_after: 0
     cooldown: 0
 """
-
-
-def live_load(kafka: KafkaSettings, rate: float, seconds: float, stop: threading.Event) -> None:
-    """Demo traffic at ``rate``, each event's ts set to the moment it is sent."""
-    producer = Producer({**kafka.client_config(), "linger.ms": 5})
-    messages = prepare_load(rate, seconds)
-    started = time.perf_counter()
-    for i, (value, key) in enumerate(messages):
-        if stop.is_set():
-            break
-        ahead = i / rate - (time.perf_counter() - started)
-        if ahead > 0.002:
-            time.sleep(ahead)
-        event = json.loads(value)
-        event["ts"] = time.time()
-        producer.produce(kafka.events_topic, json.dumps(event).encode(), key)
-        if i % 100 == 0:
-            producer.poll(0)
-    producer.flush(10)
 
 
 def probes(kafka: KafkaSettings, routes: int, stop: threading.Event) -> None:
@@ -139,7 +120,10 @@ def main() -> None:
     samples: list[tuple[float, str]] = []
     seconds = args.minutes * 60
     threads = [
-        threading.Thread(target=live_load, args=(kafka, args.rate, seconds + 60, stop)),
+        threading.Thread(
+            target=load,
+            args=(kafka, prepare_load(args.rate, seconds + 60), args.rate, stop, [0], True),
+        ),
         threading.Thread(target=probes, args=(kafka, args.routes, stop)),
         threading.Thread(target=watch_alerts, args=(kafka, args.lateness, stop, samples)),
     ]

@@ -42,11 +42,10 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import numpy.typing as npt
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from tracewatch.errors import ConfigError
-from tracewatch.schemas.rules import _format, _message, _walk, _yaml_type
+from tracewatch.schemas.rules import _format, _message, _walk, _yaml_type, compose_yaml
 
 if TYPE_CHECKING:
     from tracewatch.config import PricingSettings
@@ -291,18 +290,7 @@ def _located_yaml(
     text: str, source: str
 ) -> tuple[object, dict[tuple[str | int, ...], tuple[int, int]]]:
     """The YAML data and the line/column of every key and list item in it."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError(
-            f"{where}: YAML syntax error: {problem}; check indentation, colons and quotes"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: YAML syntax error: {exc}") from None
+    root, data = compose_yaml(text, source)
     marks: dict[tuple[str | int, ...], tuple[int, int]] = {}
     duplicates: list[str] = []
     if root is not None:

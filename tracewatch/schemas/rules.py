@@ -855,8 +855,9 @@ def load_rules(path: Path) -> RulesFile:
     return parse_rules(text, source=str(path))
 
 
-def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
-    """Validate rules YAML text; ``source`` names it in error messages."""
+def compose_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML node tree (for line/column marks) and the data; a syntax error is a
+    ``ConfigError`` at its line and column."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -869,6 +870,12 @@ def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: YAML syntax error: {exc}") from None
+    return root, data
+
+
+def parse_rules(text: str, source: str = "<rules>") -> RulesFile:
+    """Validate rules YAML text; ``source`` names it in error messages."""
+    root, data = compose_yaml(text, source)
 
     marks: dict[tuple[str | int, ...], tuple[int, int]] = {}
     problems: list[str] = []
