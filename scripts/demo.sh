@@ -51,12 +51,16 @@ $tw query sql "SELECT route, sum(count) AS events, round(sum(cost_sum), 2) AS sp
                FROM {db:Identifier}.stats_1m WHERE late = 0 GROUP BY route ORDER BY spend_usd DESC"
 cat <<MSG
 
-The worker and the broker are still running. Try:
+The worker and the broker are still running. Open the dashboard at
+  http://${TRACEWATCH_WORKER_WEB_HOST:-127.0.0.1}:${TRACEWATCH_WORKER_WEB_PORT:-6066}/dashboard
+(metrics: /metrics, health: /health on the same port). Try:
   $tw status                                   # the worker's counters (valid, rejected by reason, late)
   $tw alerts --follow                          # alert transitions as they happen (Ctrl-C stops)
   $tw breakers                                 # open circuit breakers, as an app's BreakerClient sees them
   $tw query top --by latency_p99 --since 15m
   $tw query series agent/coder --since 15m
+  $tw query prompt-change support/chat --to v13  # what changed after a prompt version
+  $tw query alerts --since 1h                  # alert history
   $tw demo --duration 300 --backfill 0         # more live traffic
   bash scripts/stop.sh                         # stop the worker and the broker
 MSG
