@@ -162,6 +162,9 @@ class WorkerSettings(BaseSettings):
     idle_partition_s: float = Field(default=5.0, ge=0)
     batch_max_events: int = Field(default=5000, ge=1)
     poll_timeout_s: float = Field(default=0.5, gt=0)
+    #: librdkafka's max.poll.interval.ms; the worker keeps polling (paused) while its
+    #: sink is down, so this only catches an ingest thread that is really stuck
+    max_poll_interval_s: float = Field(default=300.0, ge=10)
     sink_flush_rows: int = Field(default=5000, ge=1)
     sink_flush_interval_s: float = Field(default=1.0, gt=0)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)

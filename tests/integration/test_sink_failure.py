@@ -39,9 +39,14 @@ RATE_PER_S = 2_500.0  # wall-clock send rate of the producer thread
 #: apart) and lateness is short, so minutes close and
 #: offsets are committed every few seconds (commits are held back for open minutes)
 EVENT_RATE_PER_S = 250.0
-WORKER_ENV = {"TRACEWATCH_WORKER_ALLOWED_LATENESS_S": "2"}
+#: max.poll.interval at its floor, well under the outage: the worker must keep polling
+#: (partitions paused) while its writer is stuck, or the group evicts it mid-outage
+WORKER_ENV = {
+    "TRACEWATCH_WORKER_ALLOWED_LATENESS_S": "2",
+    "TRACEWATCH_WORKER_MAX_POLL_INTERVAL_S": "10",
+}
 N_MAX = 400_000  # more than the run can send: the thread is stopped, not exhausted
-OUTAGE_S = 40.0  # well under max.poll.interval.ms (300 s): the ingest thread stops polling
+OUTAGE_S = 40.0  # four times max.poll.interval
 TMPFS_MB = 256
 W = WorkerSettings()
 #: the batch being built (a flush is due at sink_flush_rows, checked after each poll of up
@@ -282,4 +287,5 @@ def test_full_disk_stops_commits_bounds_memory_and_loses_nothing(
     assert int(rollup) == len(sent), "the hourly rollup lost or doubled a retried block"
     assert set(stored) == set(sent)
     assert final["rejected_total"] == 0, final["rejected"]
+    assert final["assignments"] == 1, "the group evicted the worker while its sink was down"
     assert final["valid"] == len(sent)

@@ -176,6 +176,10 @@ class IngestLoop:
         self._jobs: queue.Queue[PendingBatch | None] = queue.Queue(maxsize=1)
         self._writer_failed: BaseException | None = None
         self._handed_events = 0
+        self._handing: PendingBatch | None = None  # waiting for the writer (see _give)
+        self._paused = False
+        self._held: list[Any] = []
+        self.assignments = 0
         # for the worker's own metrics (streams/metrics.py reads them at scrape time)
         self.sink_errors = 0
         self.last_error_since = 0.0  # time.monotonic() when last_error was first set
@@ -212,10 +216,11 @@ class IngestLoop:
         # waiting: consume(n, timeout) blocks until n messages or the timeout (which
         # librdkafka may restart per fetch), so under a steady moderate load every
         # batch would wait the full timeout, and a breaker signal with it.
-        first = self._consumer.poll(w.poll_timeout_s)
-        messages = [] if first is None else [first]
-        if first is not None and w.batch_max_events > 1:
-            messages += self._consumer.consume(w.batch_max_events - 1, 0)
+        held, self._held = self._held, []  # polled while paused (see _give)
+        first = self._consumer.poll(0 if held else w.poll_timeout_s)
+        messages = held if first is None else [*held, first]
+        if messages and w.batch_max_events > len(messages):
+            messages += self._consumer.consume(w.batch_max_events - len(messages), 0)
         data = [m for m in messages if m.error() is None]
         ends = [] if len(data) == len(messages) else self._ends(messages)
         batch = self._skip_read_again(
@@ -251,6 +256,8 @@ class IngestLoop:
             "open_buckets": self.pipeline.aggregator.open_buckets,
             "watermark": _finite_or_none(self.pipeline.aggregator.watermark),
             "flushes": self.flushes,
+            "assignments": self.assignments,  # more than 1: a rebalance happened
+            "paused": self._paused,
             "alerts_sent": self.alerts_sent,
             "alerts_firing": len(self.firing),
             "breaker_signals": self.breaker_signals,
@@ -376,7 +383,45 @@ class IngestLoop:
         p.commit_to = {part: min(nxt, holdback.get(part, nxt)) for part, nxt in self._next.items()}
         self.pending = PendingBatch()
         self._handed_events += len(p.events)
-        self._jobs.put(p)  # blocks while the previous batch is still being written
+        self._give(p)
+
+    def _give(self, p: PendingBatch) -> None:
+        """Queue ``p`` for the writer, which may still be busy with the previous batch.
+
+        While it is (a slow or failing sink), consumption stops but polling does not:
+        the partitions are paused and ``poll`` keeps serving the group, so the
+        consumer is not evicted after ``max.poll.interval.ms`` however long the sink
+        is down, and a rebalance meanwhile is handled (``_on_revoke`` hands ``p``
+        over itself). A message fetched before the pause took effect is kept for
+        the next batch.
+        """
+        self._handing = p
+        try:
+            while self._handing is not None:
+                try:
+                    self._jobs.put(p, timeout=1.0)
+                    self._handing = None
+                except queue.Full:
+                    self._raise_if_writer_failed()
+                    self._poll_paused()
+        finally:
+            self._resume()
+
+    def _poll_paused(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        if not self._paused:
+            consumer.pause(consumer.assignment())
+            self._paused = True
+        message = consumer.poll(0.2)
+        if message is not None:
+            self._held.append(message)
+
+    def _resume(self) -> None:
+        if self._paused and self._consumer is not None:
+            self._consumer.resume(self._consumer.assignment())
+        self._paused = False
 
     def _wait_written(self) -> None:
         """Until every batch handed off is written and its offsets committed."""
@@ -488,6 +533,7 @@ class IngestLoop:
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Learn from ClickHouse what a previous run already stored and closed."""
+        self.assignments += 1
         self._wait_written()
         self._stored = self._retry(lambda: self.sink.stored_offsets(self.topic))
         closed_until = self._retry(self.sink.closed_until)
@@ -553,6 +599,9 @@ class IngestLoop:
         )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        held, self._handing = self._handing, None
+        if held is not None:  # a rebalance while _give waited: written before revoking
+            self._jobs.put(held)
         self._hand_off()
         self._wait_written()
         for tp in partitions:
@@ -572,6 +621,7 @@ class IngestLoop:
                 # out; 10 s (librdkafka's default is 45 s) bounds the gap after a crash
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
+                "max.poll.interval.ms": int(self.settings.worker.max_poll_interval_s * 1000),
                 "enable.partition.eof": True,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "queued.max.messages.kbytes": 256 * 1024,
