@@ -175,7 +175,10 @@ def schema(dsn: DsnOpt = None) -> None:
     from tracewatch.sinks.clickhouse_schema import schema_statements
 
     ch = _settings(dsn=dsn).clickhouse
-    for statement in schema_statements(ch.database, ch.events_ttl_days, ch.stats_ttl_days):
+    statements = schema_statements(
+        ch.database, ch.events_ttl_days, ch.stats_ttl_days, ch.rollup_ttl_days
+    )
+    for statement in statements:
         out.print(statement + ";\n", highlight=False)
 
 

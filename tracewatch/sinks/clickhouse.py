@@ -61,8 +61,9 @@ class ClickHouseSink:
             self._client = clickhouse_connect.get_client(dsn=self.dsn, **self._credentials())
         except Exception as exc:
             raise ServiceUnavailable(self._explain(exc)) from None
+        ttl = self.settings
         for statement in schema_statements(
-            self.database, self.settings.events_ttl_days, self.settings.stats_ttl_days
+            self.database, ttl.events_ttl_days, ttl.stats_ttl_days, ttl.rollup_ttl_days
         ):
             self._run(lambda s=statement: self._client.command(s), "create tables")
         self._run(lambda: migrate(self._client, self.settings), "migrate tables")
