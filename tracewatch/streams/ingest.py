@@ -556,10 +556,17 @@ class IngestLoop:
         )
         transitions = self.engine.observe(history)
         again = [t.alert for t in transitions if t.at > closed_until - RESEND_AFTER_RESTART_S]
+        self.firing = self.engine.firing()
+        # Every alert still open goes out again too, whenever it fired: a crash can
+        # fall between writing a minute and acknowledging its alert, and later
+        # minutes may have been written by a run that was itself killed before
+        # sending anything (seen in test_crash_recovery). A repeat has the same
+        # fingerprint and starts_at.
+        resent = {(a.fingerprint, a.status) for a in again}
+        again += [a for a in self.firing if (a.fingerprint, a.status) not in resent]
         if again:
             self.pending.start_clock()
             self.pending.alerts.extend(again)
-        self.firing = self.engine.firing()
         if self.firing and self.on_restored is not None:
             self.on_restored(self.firing)
         log.info(
