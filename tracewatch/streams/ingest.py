@@ -23,9 +23,9 @@ minutes are rebuilt exactly. The detectors are judged once per closed minute
 flush re-sends the same alerts instead of losing them. After a restart the
 detectors are warmed up from the last ``WARM_UP_MINUTES`` of closed minutes in
 ClickHouse (``stats_1m.state``), and the transitions of the newest two of those
-minutes are sent again: a crash between writing statistics and acknowledging
-alerts must not lose an alert (a repeat has the same fingerprint and
-``starts_at``, so subscribers can tell).
+minutes, and every alert still open, are sent again: a crash between writing
+statistics and acknowledging alerts must not lose an alert (a repeat has the
+same fingerprint and ``starts_at``, so subscribers can tell).
 """
 
 from __future__ import annotations
