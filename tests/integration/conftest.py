@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from tracewatch.config import KafkaSettings
+from tracewatch.sdk import TraceProducer
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_INFRA = ROOT / "infra" / "kafka"
@@ -343,3 +345,36 @@ def private_alertmanager(tmp_path: Path) -> Iterator[PrivateAlertmanager]:
         yield instance
     finally:
         instance.stop()
+
+
+class Sender(threading.Thread):
+    """Sends events at a steady wall-clock rate until told to stop, like an app would."""
+
+    def __init__(self, kafka: KafkaSettings, events: list[dict[str, Any]], rate: float) -> None:
+        super().__init__(name="sender", daemon=True)
+        self.producer = TraceProducer(settings=kafka)
+        self.events = events
+        self.rate = rate
+        self.ids: list[str] = []
+        self.halt = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            start = time.monotonic()
+            for i, event in enumerate(self.events):
+                if self.halt.is_set():
+                    return
+                wait = start + i / self.rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                self.producer.send(event)  # queues; serves delivery reports too
+                self.ids.append(str(event["event_id"]))
+        except BaseException as exc:  # surfaced by the test thread
+            self.error = exc
+
+
+@pytest.fixture
+def make_sender() -> Callable[[KafkaSettings, list[dict[str, Any]], float], Sender]:
+    """``make_sender(kafka, events, rate)``: a ``Sender`` thread, not started."""
+    return Sender

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +28,6 @@ from confluent_kafka import Consumer, KafkaError
 from tracewatch.config import KafkaSettings
 from tracewatch.demo.traffic import DemoTraffic
 from tracewatch.errors import DeliveryError
-from tracewatch.sdk import TraceProducer
 from tracewatch.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -37,32 +35,6 @@ pytestmark = pytest.mark.integration
 RATE_PER_S = 800.0  # wall-clock send rate of the producer thread
 N_MAX = 80_000  # more than the run can send: the thread is stopped, not exhausted
 OUTAGE_S = 10.0
-
-
-class Sender(threading.Thread):
-    """Sends demo events at a steady rate until told to stop, like an app would."""
-
-    def __init__(self, kafka: KafkaSettings, events: list[dict[str, Any]]) -> None:
-        super().__init__(name="sender", daemon=True)
-        self.producer = TraceProducer(settings=kafka)
-        self.events = events
-        self.ids: list[str] = []
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            start = time.monotonic()
-            for i, event in enumerate(self.events):
-                if self.halt.is_set():
-                    return
-                wait = start + i / RATE_PER_S - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                self.producer.send(event)  # queues; serves delivery reports too
-                self.ids.append(str(event["event_id"]))
-        except BaseException as exc:  # surfaced by the test thread
-            self.error = exc
 
 
 def query(url: str, sql: str) -> list[list[Any]]:
@@ -102,7 +74,7 @@ def topic_event_ids(kafka: KafkaSettings, expected: int) -> Counter[str]:
 
 
 def outage(
-    name: str, fault: Callable[[], None], broker: Any, worker: Any, sender: Sender
+    name: str, fault: Callable[[], None], broker: Any, worker: Any, sender: Any
 ) -> dict[str, Any]:
     """Take the broker down for ``OUTAGE_S``, bring it back, wait until both sides move again."""
     fault()
@@ -138,7 +110,7 @@ def outage(
 
 
 def test_broker_stop_and_kill_lose_no_acknowledged_event(
-    private_kafka: Any, tmp_path: Path, free_port: int, make_worker: Any
+    private_kafka: Any, tmp_path: Path, free_port: int, make_worker: Any, make_sender: Any
 ) -> None:
     prefix = f"br-{uuid.uuid4().hex[:10]}"
     kafka = KafkaSettings(
@@ -157,7 +129,7 @@ def test_broker_stop_and_kill_lose_no_acknowledged_event(
     worker = make_worker(kafka, tmp_path, free_port)
     worker.start()
     worker.wait_for(lambda b: True, timeout=120)
-    sender = Sender(kafka, events)
+    sender = make_sender(kafka, events, RATE_PER_S)
     sender.start()
     try:
         worker.wait_for(lambda b: b["stored_events"] >= 2_000, timeout=120)

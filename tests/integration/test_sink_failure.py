@@ -29,7 +29,6 @@ from confluent_kafka import Consumer, TopicPartition
 
 from tracewatch.config import KafkaSettings, WorkerSettings
 from tracewatch.demo.traffic import DemoTraffic
-from tracewatch.sdk import TraceProducer
 from tracewatch.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
@@ -54,32 +53,6 @@ W = WorkerSettings()
 PENDING_BOUND = 2 * (W.sink_flush_rows + W.batch_max_events)
 #: the consumer's prefetch cap (queued.max.messages.kbytes in ingest.py) plus slack
 RSS_GROWTH_BOUND_MB = 256 + 128
-
-
-class Sender(threading.Thread):
-    """Sends demo events at a steady rate until told to stop, like an app would."""
-
-    def __init__(self, kafka: KafkaSettings, events: list[dict[str, Any]]) -> None:
-        super().__init__(name="sender", daemon=True)
-        self.producer = TraceProducer(settings=kafka)
-        self.events = events
-        self.ids: list[str] = []
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            start = time.monotonic()
-            for i, event in enumerate(self.events):
-                if self.halt.is_set():
-                    return
-                wait = start + i / RATE_PER_S - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-                self.producer.send(event)
-                self.ids.append(str(event["event_id"]))
-        except BaseException as exc:  # surfaced by the test thread
-            self.error = exc
 
 
 @pytest.fixture
@@ -198,6 +171,7 @@ def test_full_disk_stops_commits_bounds_memory_and_loses_nothing(
     tmp_path: Path,
     free_port: int,
     make_worker: Any,
+    make_sender: Any,
 ) -> None:
     ensure_topics(kafka_settings)
     t0 = math.floor(time.time() / 60) * 60 - 3 * 3600  # recent enough for the events TTL
@@ -207,7 +181,7 @@ def test_full_disk_stops_commits_bounds_memory_and_loses_nothing(
     worker.wait_for(lambda b: True, timeout=120)
     assert worker.proc is not None
     pid = worker.proc.pid
-    sender = Sender(kafka_settings, events)
+    sender = make_sender(kafka_settings, events, RATE_PER_S)
     sender.start()
     hog = DiskHog(small_disk)
     try:
