@@ -6,6 +6,7 @@ log tail is in the failure message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import pytest
 
 from tracewatch.config import KafkaSettings
 from tracewatch.sdk import TraceProducer
+from tracewatch.streams.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_INFRA = ROOT / "infra" / "kafka"
@@ -378,3 +380,65 @@ class Sender(threading.Thread):
 def make_sender() -> Callable[[KafkaSettings, list[dict[str, Any]], float], Sender]:
     """``make_sender(kafka, events, rate)``: a ``Sender`` thread, not started."""
     return Sender
+
+
+@contextlib.contextmanager
+def otlp_receiver(kafka: KafkaSettings, port: int, home: Path, **env: str) -> Iterator[str]:
+    """``tracewatch otlp`` (a subprocess) on ``port``, producing to ``kafka``'s events topic;
+    yields the traces URL. Its log is ``home/otlp.log``; a clean stop (Ctrl-C, exit 0) is
+    part of the test. ``env``: more ``TRACEWATCH_*`` settings."""
+    ensure_topics(kafka)
+    full_env = {
+        **os.environ,
+        "TRACEWATCH_HOME": str(home),
+        "TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+        "TRACEWATCH_KAFKA_EVENTS_TOPIC": kafka.events_topic,
+        **env,
+    }
+    log_path = home / "otlp.log"
+    tracewatch = str(Path(sys.executable).with_name("tracewatch"))
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [tracewatch, "otlp", "--port", str(port)],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"tracewatch otlp exited: {log_path.read_text()[-3000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"tracewatch otlp did not listen: {log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/v1/traces"
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
+        assert proc.wait(30) == 0, log_path.read_text()[-3000:]
+        assert "otlp receiver stopped" in log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+@pytest.fixture
+def start_otlp() -> Callable[..., contextlib.AbstractContextManager[str]]:
+    """``with start_otlp(kafka, home, **env) as url``: ``tracewatch otlp`` on a free port."""
+
+    def start(
+        kafka: KafkaSettings, home: Path, **env: str
+    ) -> contextlib.AbstractContextManager[str]:
+        return otlp_receiver(kafka, unused_port(), home, **env)
+
+    return start
+
+
+@pytest.fixture
+def receiver_url(kafka_settings: KafkaSettings, free_port: int, tmp_path: Path) -> Iterator[str]:
+    """``tracewatch otlp`` on a free port, producing to this test's events topic."""
+    with otlp_receiver(kafka_settings, free_port, tmp_path) as url:
+        yield url

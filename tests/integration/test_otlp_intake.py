@@ -4,16 +4,9 @@ spans to ``tracewatch otlp`` (a subprocess), and the events arrive on the events
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,51 +21,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from tracewatch.config import KafkaSettings
 from tracewatch.schemas.validation import validate_message
-from tracewatch.streams.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
 SECRET = "PROMPT-TEXT-MUST-NOT-BE-STORED"
-
-
-@pytest.fixture
-def receiver_url(kafka_settings: KafkaSettings, free_port: int, tmp_path: Path) -> Iterator[str]:
-    """``tracewatch otlp`` on a free port, producing to this test's events topic."""
-    ensure_topics(kafka_settings)
-    env = {
-        **os.environ,
-        "TRACEWATCH_HOME": str(tmp_path),
-        "TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
-        "TRACEWATCH_KAFKA_EVENTS_TOPIC": kafka_settings.events_topic,
-    }
-    log_path = tmp_path / "otlp.log"
-    tracewatch = str(Path(sys.executable).with_name("tracewatch"))
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [tracewatch, "otlp", "--port", str(free_port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"tracewatch otlp exited: {log_path.read_text()[-3000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", free_port)) == 0:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"tracewatch otlp did not listen: {log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{free_port}/v1/traces"
-        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop
-        assert proc.wait(30) == 0, log_path.read_text()[-3000:]
-        assert "otlp receiver stopped" in log_path.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
 
 
 def read_events(settings: KafkaSettings, n: int, within: float = 30.0) -> list[Message]:
