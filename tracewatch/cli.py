@@ -30,6 +30,7 @@ from tracewatch.config import (
     WorkerSettings,
 )
 from tracewatch.errors import ConfigError, ServiceUnavailable, TracewatchError
+from tracewatch.redact import install_log_redaction, redact_text, redact_url
 from tracewatch.schemas.alert import Alert
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def _settings(
         )
         return Settings(kafka, clickhouse, WorkerSettings(**overrides), detect, alertmanager)
     except ValueError as exc:  # pydantic's ValidationError: name the setting and the rule
-        raise ConfigError(f"invalid setting: {exc}") from None
+        raise ConfigError(f"invalid setting: {redact_text(str(exc))}") from None
 
 
 @app.command()
@@ -142,12 +143,13 @@ def run(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    install_log_redaction()  # faust's and librdkafka's records too: no URL password printed
     err.print(
-        f"tracewatch worker: Kafka {settings.kafka.bootstrap_servers}, "
+        f"tracewatch worker: Kafka {redact_text(settings.kafka.bootstrap_servers)}, "
         f"ClickHouse {settings.clickhouse.redacted_dsn()}, "
         f"views http://{settings.worker.web_host}:{settings.worker.web_port}, "
         f"alerts to {settings.kafka.alerts_topic}"
-        + (f" and {settings.alertmanager.url}" if settings.alertmanager.url else "")
+        + (f" and {redact_url(settings.alertmanager.url)}" if settings.alertmanager.url else "")
     )
     run_worker(settings, loglevel=log_level)
 
@@ -371,10 +373,11 @@ def otlp(
         try:
             settings.otlp = OtlpSettings(**{k: v for k, v in listen.items() if v is not None})
         except ValueError as exc:
-            raise ConfigError(f"invalid setting: {exc}") from None
+            raise ConfigError(f"invalid setting: {redact_text(str(exc))}") from None
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    install_log_redaction()
 
     def ready(url: str) -> None:
         err.print(
@@ -592,7 +595,8 @@ def _cell(value: Any) -> str:
 def _fail(kind: str, exc: Exception, code: int) -> NoReturn:
     # soft_wrap: a message (often a path or a YAML location) is never broken across
     # lines, so it can be grepped and pasted; escape: "rules[1]" is text, not markup
-    err.print(f"[red]{kind}:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    message = escape(redact_text(str(exc)))  # a library's error may echo a URL's password
+    err.print(f"[red]{kind}:[/red] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

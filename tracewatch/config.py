@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tracewatch.errors import ConfigError
+from tracewatch.redact import redact_url
 
 __all__ = [
     "AlertmanagerSettings",
@@ -138,12 +139,7 @@ class ClickHouseSettings(BaseSettings):
 
     def redacted_dsn(self) -> str:
         """The DSN fit for logs and messages: ``user:password@`` becomes ``user:***@``."""
-        dsn = self.resolved_dsn()
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        host = parts.netloc.rpartition("@")[2]
-        return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+        return redact_url(self.resolved_dsn())
 
     @property
     def embedded(self) -> bool:
@@ -202,7 +198,10 @@ class AlertmanagerSettings(BaseSettings):
     """Where alerts are also sent (Prometheus Alertmanager, API v2); empty URL = off."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRACEWATCH_ALERTMANAGER_", env_file=".env", extra="ignore"
+        env_prefix="TRACEWATCH_ALERTMANAGER_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # the URL may carry user:password
     )
 
     url: str = ""
@@ -225,6 +224,13 @@ class AlertmanagerSettings(BaseSettings):
                 "TRACEWATCH_ALERTMANAGER_URL must start with http:// or https:// "
                 "(e.g. http://127.0.0.1:9093), or be empty to not use Alertmanager"
             )
+        try:
+            urlsplit(value).port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValueError(
+                "TRACEWATCH_ALERTMANAGER_URL has a port that is not a number 0-65535 "
+                f"({redact_url(value)}); e.g. http://127.0.0.1:9093"
+            ) from None
         return value
 
 

@@ -32,13 +32,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import mode
 
 from tracewatch.config import AlertmanagerSettings
 from tracewatch.errors import ConfigError, ServiceUnavailable
+from tracewatch.redact import redact_text, redact_url
 from tracewatch.schemas.alert import Alert
 
 __all__ = [
@@ -340,9 +340,9 @@ class AlertmanagerClient:
             hint = "Alertmanager refused the alerts (invalid labels or times?)"
         else:
             hint = "Alertmanager or a proxy in front of it failed; see its log"
-        snippet = " ".join(body.split())[:300]
+        snippet = redact_text(" ".join(body.split())[:300])
         return (
-            f"Alertmanager at {_redacted(self.url)} answered HTTP {status} to "
+            f"Alertmanager at {redact_url(self.url)} answered HTTP {status} to "
             f"{method} {API_PATH}: {snippet or '(empty body)'}; {hint}"
         )
 
@@ -352,20 +352,12 @@ class AlertmanagerClient:
         elif isinstance(exc, ValueError):
             why = f"the answer is not JSON ({exc})"
         else:
-            why = f"{type(exc).__name__}: {exc}"
+            why = redact_text(f"{type(exc).__name__}: {exc}")
         return (
-            f"Alertmanager at {_redacted(self.url)} could not be reached ({method} "
+            f"Alertmanager at {redact_url(self.url)} could not be reached ({method} "
             f"{API_PATH}: {why}); check that it is running and that "
             "TRACEWATCH_ALERTMANAGER_URL points at it (a local one: infra/alertmanager/start.sh)"
         )
-
-
-def _redacted(url: str) -> str:
-    """``url`` without user and password."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
 
 
 # ---------------------------------------------------------------------------- service
@@ -428,7 +420,7 @@ class AlertmanagerService(mode.Service):
         with self._lock:
             body = self.outbox.status()
             body["outage_since"] = self._outage_since
-        body["url"] = _redacted(self.settings.url)
+        body["url"] = redact_url(self.settings.url)
         return body
 
     async def deliver_once(self, *, ignore_backoff: bool = False) -> int:

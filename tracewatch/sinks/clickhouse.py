@@ -21,6 +21,7 @@ from tracewatch.config import ClickHouseSettings
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.stats import decode_state, encode_state
 from tracewatch.errors import ServiceUnavailable, SinkError
+from tracewatch.redact import redact_text, redact_url
 from tracewatch.schemas.record import EventRecord
 from tracewatch.sinks.clickhouse_schema import (
     EVENT_COLUMNS,
@@ -245,7 +246,7 @@ class ClickHouseSink:
                 "open it at a time: if `tracewatch run` is running, query through it "
                 "(`tracewatch query` does this by itself) or stop it first."
             )
-        return f"cannot reach ClickHouse at {_redact(self.dsn)}: {text}"
+        return f"cannot reach ClickHouse at {redact_url(self.dsn)}: {redact_text(text)}"
 
 
 def event_columns(
@@ -323,9 +324,3 @@ def _attribute_text(value: object) -> str:
 def _short(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]
-
-
-def _redact(dsn: str) -> str:
-    """Drop user:password@ from a DSN before it reaches a message."""
-    scheme, sep, rest = dsn.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else dsn
