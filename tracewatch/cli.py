@@ -32,6 +32,7 @@ from tracewatch.config import (
 from tracewatch.errors import ConfigError, ServiceUnavailable, TracewatchError
 from tracewatch.redact import install_log_redaction, redact_text, redact_url
 from tracewatch.schemas.alert import Alert
+from tracewatch.terminal import printable
 
 if TYPE_CHECKING:
     from tracewatch.sinks.clickhouse import QueryResult
@@ -307,7 +308,7 @@ def alerts_command(
 def _print_alerts(alerts: list[Alert], as_json: bool) -> None:
     if as_json:
         for alert in alerts:
-            out.print(alert.model_dump_json(), highlight=False, soft_wrap=True)
+            _print_json_line(alert.model_dump_json())
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("starts_at", "ends_at", "status", "alertname", "route", "metric", "summary"):
@@ -317,10 +318,10 @@ def _print_alerts(alerts: list[Alert], as_json: bool) -> None:
             f"{a.starts_at:%Y-%m-%d %H:%M}",
             "-" if a.ends_at is None else f"{a.ends_at:%H:%M}",
             f"[red]{a.status}[/red]" if a.status == "firing" else a.status,
-            a.alertname,
-            a.labels.get("route", "-"),
-            a.labels.get("metric", "-"),
-            escape(a.summary),
+            _text(a.alertname),
+            _text(a.labels.get("route", "-")),
+            _text(a.labels.get("metric", "-")),
+            _text(a.summary),
         )
     if alerts:
         out.print(table)
@@ -345,7 +346,7 @@ def breakers_command(bootstrap: BootstrapOpt = None) -> None:
     for s in sorted(shown, key=lambda s: (s.opened_at is None, s.opened_at, s.scope)):
         opened = "-" if s.opened_at is None else f"{s.opened_at:%Y-%m-%d %H:%M:%S}"
         ttl = "-" if s.ttl_s is None else f"{s.ttl_s:g}"
-        table.add_row(escape(s.scope), s.state, opened, ttl, escape(s.reason))
+        table.add_row(_text(s.scope), s.state, opened, ttl, _text(s.reason))
     if shown:
         out.print(table)
     else:
@@ -492,8 +493,10 @@ def query_prompt_change(
     if not as_json:
         first_seen = datetime.fromtimestamp(first_seen_ms / 1000, UTC)
         out.print(
-            f"{route}: {to} first appeared at {first_seen:%Y-%m-%d %H:%M:%S} UTC ({n} events "
-            f"in all); {window} before ({from_ or 'any version'}) vs {window} after ({to})",
+            _text(
+                f"{route}: {to} first appeared at {first_seen:%Y-%m-%d %H:%M:%S} UTC ({n} events "
+                f"in all); {window} before ({from_ or 'any version'}) vs {window} after ({to})"
+            ),
             highlight=False,
             soft_wrap=True,
         )
@@ -568,18 +571,33 @@ def _print_query(
 def _print_result(result: QueryResult, as_json: bool, title: str | None) -> None:
     if as_json:
         for row in result.rows:
-            out.print_json(json.dumps(dict(zip(result.columns, row, strict=True)), default=str))
+            # ensure_ascii: exact JSON, and C1 or bidi controls arrive as \u escapes
+            record = dict(zip(result.columns, row, strict=True))
+            out.print_json(json.dumps(record, default=str), ensure_ascii=True)
         return
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    shown = None if title is None else _text(title)
+    table = Table(title=shown, box=box.SIMPLE_HEAD, pad_edge=False)
     for name in result.columns:
-        table.add_column(name, no_wrap=True)
+        table.add_column(_text(name), no_wrap=True)
     for row in result.rows:
-        table.add_row(*(_cell(v) for v in row))
+        table.add_row(*(_text(_cell(v)) for v in row))
     out.print(table)
     if not result.rows:
         err.print(
             "no rows: widen --since, or check that the worker is running (`tracewatch status`)"
         )
+
+
+def _text(value: str) -> str:
+    """Text from events for a terminal: control characters escaped (an ESC or a bidi
+    override in a route name is shown, not obeyed), markup shown as it is."""
+    return escape(printable(value))
+
+
+def _print_json_line(text: str) -> None:
+    """One JSON document as one line, exact, with no control character left raw."""
+    line = json.dumps(json.loads(text), ensure_ascii=True)
+    out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _cell(value: Any) -> str:
