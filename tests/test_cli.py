@@ -73,3 +73,10 @@ def test_a_broken_rules_file_stops_replay_with_its_line(tmp_path: Path) -> None:
 def test_alertmanager_url_must_be_http() -> None:
     result = run("run", "--alertmanager-url", "127.0.0.1:9093", "--bootstrap-servers", "x:1")
     assert result.returncode == 2 and "TRACEWATCH_ALERTMANAGER_URL" in result.stderr
+
+
+@pytest.mark.parametrize("since", ["inf", "nan", "1e300", "99999999999d"])
+def test_a_time_that_is_not_a_time_is_a_usage_error_not_a_traceback(since: str) -> None:
+    result = run("query", "top", "--since", since)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and "cannot read time" in result.stderr

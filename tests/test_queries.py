@@ -44,3 +44,18 @@ def test_user_values_are_placeholders() -> None:
     for placeholder in ("{route:String}", "{since:DateTime64(3, 'UTC')}", "{limit:UInt32}"):
         assert placeholder in sql
     assert "score:" not in top_routes_query("cost_p95")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["inf", "-inf", "nan", "Infinity", "1e300", "-5", "99999999999d", "1e20s",
+     "9999-12-31T00:00:00Z", "0001-01-01T00:00:00Z", "2301-01-01T00:00:00Z"],
+)  # fmt: skip
+def test_times_that_are_not_finite_or_out_of_range_are_refused(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read time|out of range"):
+        parse_time(text, NOW)
+
+
+def test_the_edges_of_the_range_are_times() -> None:
+    assert parse_time("0", NOW).timestamp() == 0
+    assert parse_time("2299-12-31T23:59:59Z", NOW).year == 2299

@@ -8,6 +8,7 @@ a statistic name checked against a fixed list.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import urllib.error
@@ -264,25 +265,48 @@ def parse_duration(text: str) -> float:
     return float(m[1]) * _UNIT_S[m[2]]
 
 
+#: the times a query may name: the Unix epoch up to the end of ClickHouse's DateTime64
+#: range (2299-12-31); ``inf``, ``1e300`` or ``99999999999d`` ago are not times
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2299, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+_TIME_FORMS = (
+    "use 15m, 2h, 1d (ago), now, an RFC 3339 time such as 2026-11-22T10:00:00Z, or Unix seconds"
+)
+
+
 def parse_time(text: str, now: float | None = None) -> datetime:
-    """``15m`` / ``2h`` / ``1d`` ago, ``now``, an RFC 3339 time, or Unix seconds."""
+    """``15m`` / ``2h`` / ``1d`` ago, ``now``, an RFC 3339 time, or Unix seconds, between
+    1970 and 2299; anything else (``inf``, ``nan``, far out of range) is a ``ConfigError``."""
     now = time.time() if now is None else now
     text = text.strip()
+    parsed = _parse_time(text, now)
+    if not _EARLIEST <= parsed <= _LATEST:
+        raise ConfigError(
+            f"cannot read time {text!r}: {parsed:%Y-%m-%d} is out of range "
+            f"({_EARLIEST:%Y-%m-%d} to {_LATEST:%Y-%m-%d}); {_TIME_FORMS}"
+        )
+    return parsed
+
+
+def _parse_time(text: str, now: float) -> datetime:
     if text == "now":
-        return datetime.fromtimestamp(now, UTC)
-    if (m := _RELATIVE.match(text)) is not None:
-        return datetime.fromtimestamp(now - float(m[1]) * _UNIT_S[m[2]], UTC)
-    try:
-        return datetime.fromtimestamp(float(text), UTC)
-    except ValueError:
-        pass
+        seconds: float | None = now
+    elif (m := _RELATIVE.match(text)) is not None:
+        seconds = now - float(m[1]) * _UNIT_S[m[2]]
+    else:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = None
+    if seconds is not None:
+        lowest, highest = _EARLIEST.timestamp(), _LATEST.timestamp()
+        if not math.isfinite(seconds) or not lowest <= seconds <= highest:
+            raise ConfigError(f"cannot read time {text!r}: out of range; {_TIME_FORMS}")
+        return datetime.fromtimestamp(seconds, UTC)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError(
-            f"cannot read time {text!r}: use 15m, 2h, 1d (ago), now, an RFC 3339 time "
-            "such as 2026-11-22T10:00:00Z, or Unix seconds"
-        ) from None
+        raise ConfigError(f"cannot read time {text!r}: {_TIME_FORMS}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
