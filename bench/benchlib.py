@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -14,6 +15,9 @@ from pathlib import Path
 from tracewatch.config import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the web token of every worker this bench run starts (TRACEWATCH_WORKER_TOKEN), so
+#: ``worker_status`` can read /status without knowing each worker's home
+WORKER_TOKEN = secrets.token_urlsafe(32)
 
 
 def start_broker() -> None:
@@ -50,6 +54,7 @@ def start_worker(
         TRACEWATCH_KAFKA_EVENTS_PARTITIONS=str(kafka.events_partitions),
         TRACEWATCH_WORKER_APP_ID=f"{kafka.consumer_group}-faust-{port}",
         TRACEWATCH_WORKER_WEB_PORT=str(port),
+        TRACEWATCH_WORKER_TOKEN=WORKER_TOKEN,
         **(extra_env or {}),
     )
     tracewatch = str(Path(sys.executable).with_name("tracewatch"))
@@ -58,8 +63,11 @@ def start_worker(
 
 
 def worker_status(port: int) -> dict[str, object] | None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/status", headers={"Authorization": f"Bearer {WORKER_TOKEN}"}
+    )
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as response:
+        with urllib.request.urlopen(request, timeout=2) as response:
             body: dict[str, object] = json.loads(response.read())
             return body
     except OSError:

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+import urllib.error
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -393,16 +394,40 @@ def otlp(
 @app.command()
 def status() -> None:
     """Show the running worker's counters."""
-    from tracewatch.streams.worker import read_run_file
+    from tracewatch.streams.worker import worker_headers
 
     settings = _settings()
+    info = _running_worker(settings)
+    request = urllib.request.Request(f"{info['url']}/status", headers=worker_headers(settings))
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            out.print_json(response.read().decode())
+    except urllib.error.HTTPError as exc:  # 401/403: the body says how to get in
+        raise ServiceUnavailable(f"the worker answered {exc.code}: {exc.read().decode()}") from None
+
+
+@app.command("dashboard-url")
+def dashboard_url() -> None:
+    """Print the running worker's dashboard address, with its token (open it in a browser).
+
+    The token rides in the URL fragment (``#token=…``), which a browser never sends to a
+    server; the page keeps it for the tab's session. Treat the printed link as a password.
+    """
+    from tracewatch.streams.worker import dashboard_url as url_of
+
+    settings = _settings()
+    print(url_of(settings, _running_worker(settings)))
+
+
+def _running_worker(settings: Settings) -> dict[str, Any]:
+    from tracewatch.streams.worker import read_run_file
+
     info = read_run_file(settings.home)
     if info is None:
         raise ServiceUnavailable(
             f"no worker is running for {settings.home}; start one with `tracewatch run`"
         )
-    with urllib.request.urlopen(f"{info['url']}/status", timeout=10) as response:
-        out.print_json(response.read().decode())
+    return info
 
 
 @query_app.command("top")

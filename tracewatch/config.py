@@ -10,6 +10,7 @@ Credentials are ``SecretStr`` so they never print in logs, errors or reprs.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -150,7 +151,10 @@ class WorkerSettings(BaseSettings):
     """How the streaming worker batches, buckets and flushes."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRACEWATCH_WORKER_", env_file=".env", extra="ignore"
+        env_prefix="TRACEWATCH_WORKER_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # a refused token never reaches the message
     )
 
     allowed_lateness_s: float = Field(default=120.0, ge=0)
@@ -173,6 +177,24 @@ class WorkerSettings(BaseSettings):
     web_port: int = Field(default=6066, ge=1, le=65535)
     #: ``/health`` answers 503 once the sink has failed (and been retried) this long
     health_sink_error_s: float = Field(default=60.0, gt=0)
+    #: the web views' token (``Authorization: Bearer``); None = a new random one at each
+    #: start. Set it to give Prometheus or another user a token of their own
+    #: (streams/web_access.py); either way it is written to ``$TRACEWATCH_HOME/worker.token``
+    token: SecretStr | None = None
+    #: more ``Host`` names the web views answer to (``name`` or ``name:port``), beyond
+    #: 127.0.0.1, localhost, [::1] and ``web_host``; any other name is refused (DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
+
+    @field_validator("token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[\x21-\x7e]{16,}", value.get_secret_value()):
+            raise ValueError(
+                "TRACEWATCH_WORKER_TOKEN must be at least 16 printable ASCII characters without "
+                "spaces, e.g. the output of `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`"
+            )
+        return value
 
 
 class DetectSettings(BaseSettings):

@@ -22,7 +22,7 @@ from tracewatch.errors import ConfigError, ServiceUnavailable
 from tracewatch.schemas.alert import Alert
 from tracewatch.sinks.clickhouse import ClickHouseSink, QueryResult
 from tracewatch.sinks.clickhouse_schema import COST_SCALE
-from tracewatch.streams.worker import read_run_file
+from tracewatch.streams.worker import read_run_file, worker_headers
 
 __all__ = [
     "TOP_STATISTICS",
@@ -327,7 +327,7 @@ class QueryClient:
         }
         worker = read_run_file(self.settings.home) if self.settings.clickhouse.embedded else None
         if worker is not None:
-            return self._via_worker(str(worker["url"]), sql, params)
+            return self._via_worker(str(worker["url"]), sql, params, worker_headers(self.settings))
         if self._sink is None:
             self._sink = ClickHouseSink(self.settings.clickhouse).connect()
         return self._sink.query(sql, params)
@@ -337,10 +337,13 @@ class QueryClient:
             self._sink.close()
 
     @staticmethod
-    def _via_worker(url: str, sql: str, params: Mapping[str, Any]) -> QueryResult:
+    def _via_worker(
+        url: str, sql: str, params: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> QueryResult:
+        """``headers``: the worker's token (``worker_headers``)."""
         body = json.dumps({"sql": sql, "parameters": params}, default=_param_text).encode()
         request = urllib.request.Request(
-            f"{url}/query", body, {"Content-Type": "application/json"}, method="POST"
+            f"{url}/query", body, {"Content-Type": "application/json", **headers}, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=60) as response:

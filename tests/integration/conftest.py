@@ -27,6 +27,7 @@ import pytest
 from tracewatch.config import KafkaSettings
 from tracewatch.sdk import TraceProducer
 from tracewatch.streams.topics import ensure_topics
+from tracewatch.streams.worker_token import authorization_header, read_token
 
 ROOT = Path(__file__).resolve().parents[2]
 KAFKA_INFRA = ROOT / "infra" / "kafka"
@@ -151,14 +152,35 @@ class WorkerProcess:
                 [tracewatch, "run"], env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
 
+    def token(self) -> str | None:
+        """The running worker's token, read as the CLI reads it (None before it is written)."""
+        return worker_token(self.home)
+
+    def auth(self) -> dict[str, str]:
+        """``Authorization: Bearer <token>``, as the CLI sends it to the worker's views."""
+        return authorization_header(self.token())
+
+    def request(self, path: str, payload: Any = None) -> urllib.request.Request:
+        """A GET of ``path`` (a JSON POST with ``payload``) carrying the worker's token."""
+        headers = self.auth()
+        if payload is None:
+            return urllib.request.Request(f"{self.url}{path}", headers=headers)
+        headers["Content-Type"] = "application/json"
+        body = json.dumps(payload).encode()
+        return urllib.request.Request(f"{self.url}{path}", body, headers, method="POST")
+
+    def get(self, path: str, timeout: float = 10) -> Any:
+        """``path``'s JSON answer, with the token."""
+        with urllib.request.urlopen(self.request(path), timeout=timeout) as response:
+            return json.loads(response.read())
+
     def status(self) -> dict[str, Any] | None:
         assert self.proc is not None
         if self.proc.poll() is not None:
             log = (self.home / f"worker-{self.runs}.log").read_text()[-3000:]
             pytest.fail(f"worker exited with {self.proc.returncode}:\n{log}")
         try:
-            with urllib.request.urlopen(f"{self.url}/status", timeout=5) as response:
-                body: dict[str, Any] = json.loads(response.read())
+            body: dict[str, Any] = self.get("/status", timeout=5)
         except OSError:
             return None
         return body
@@ -189,9 +211,12 @@ class WorkerProcess:
             pytest.fail("worker did not stop within 60 s of SIGTERM")
 
 
-@pytest.fixture
-def make_worker() -> Iterator[Callable[..., WorkerProcess]]:
-    """``make_worker(kafka, home, port, **env)``: a ``tracewatch run`` subprocess (killed after)."""
+def worker_token(home: Path) -> str | None:
+    """The token of the worker that owns ``home``, from its token file as the CLI reads it."""
+    return read_token(home)
+
+
+def _worker_factory() -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
     def make(kafka: KafkaSettings, home: Path, port: int, **env: str) -> WorkerProcess:
@@ -202,6 +227,18 @@ def make_worker() -> Iterator[Callable[..., WorkerProcess]]:
     yield make
     for worker in workers:
         worker.kill()
+
+
+@pytest.fixture
+def make_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    """``make_worker(kafka, home, port, **env)``: a ``tracewatch run`` subprocess (killed after)."""
+    yield from _worker_factory()
+
+
+@pytest.fixture(scope="module")
+def make_module_worker() -> Iterator[Callable[..., WorkerProcess]]:
+    """``make_worker`` for one worker that serves every test of a module (killed after it)."""
+    yield from _worker_factory()
 
 
 def unused_port() -> int:
@@ -404,6 +441,7 @@ def otlp_receiver(kafka: KafkaSettings, port: int, home: Path, **env: str) -> It
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    (home / "otlp.pid").write_text(str(proc.pid))  # for tests that watch its memory
     try:
         deadline = time.monotonic() + 60
         while True:

@@ -130,8 +130,7 @@ def test_an_error_burst_alerts_on_the_topic_and_in_alertmanager_then_resolves(
         assert alert.value is not None and alert.value > 0.1
         assert alert.summary.startswith(f"error rate on {route} is ")
 
-        with urllib.request.urlopen(f"{worker.url}/alerts", timeout=5) as response:
-            open_alerts = json.loads(response.read())["firing"]
+        open_alerts = worker.get("/alerts")["firing"]
         assert [a["fingerprint"] for a in open_alerts] == [alert.fingerprint]
 
         shown = wait_in_alertmanager(alertmanager_url, route, lambda body: len(body) == 1)[0]

@@ -37,11 +37,14 @@ N_MAX = 80_000  # more than the run can send: the thread is stopped, not exhaust
 OUTAGE_S = 10.0
 
 
-def query(url: str, sql: str) -> list[list[Any]]:
+def query(worker: Any, sql: str) -> list[list[Any]]:
     """Through the running worker's /query view (the worker holds the embedded chDB)."""
     body = json.dumps({"sql": sql, "parameters": {}}).encode()
     request = urllib.request.Request(
-        f"{url}/query", body, {"Content-Type": "application/json"}, method="POST"
+        f"{worker.url}/query",
+        body,
+        {"Content-Type": "application/json", **worker.auth()},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -157,7 +160,7 @@ def test_broker_stop_and_kill_lose_no_acknowledged_event(
     )
     time.sleep(2.0)  # nothing more arrives
     final = worker.wait_for(lambda b: b["pending_events"] == 0)
-    rows = query(worker.url, "SELECT event_id, count() FROM tracewatch.events GROUP BY event_id")
+    rows = query(worker, "SELECT event_id, count() FROM tracewatch.events GROUP BY event_id")
     stored = {str(event_id): int(n) for event_id, n in rows}
     on_topic = topic_event_ids(kafka, len(acknowledged))
     worker.stop()

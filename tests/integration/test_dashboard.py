@@ -70,19 +70,13 @@ def events(route: str, t0: float) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: float(e["ts"]))
 
 
-def get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: dict[str, Any] = json.loads(response.read())
-    return body
-
-
-def wait_for_markers(base: str, route: str, timeout: float = 60.0) -> tuple[Any, Any]:
+def wait_for_markers(worker: Any, route: str, timeout: float = 60.0) -> tuple[Any, Any]:
     query = urllib.parse.urlencode({"route": route, "from": "6h", "to": "now"})
     deadline = time.monotonic() + timeout
     alerts: Any = None
     breakers: Any = None
     while time.monotonic() < deadline:
-        alerts, breakers = get(f"{base}/api/alerts?{query}"), get(f"{base}/api/breakers?{query}")
+        alerts, breakers = worker.get(f"/api/alerts?{query}"), worker.get(f"/api/breakers?{query}")
         if alerts["markers"] and breakers["markers"]:
             return alerts, breakers
         time.sleep(0.5)
@@ -159,13 +153,15 @@ def test_the_dashboard_draws_a_routes_charts_with_its_alert_and_breaker(
         lambda s: s["alerts_sent"] >= 1 and s["breaker_signals"] >= 1 and s["pending_events"] == 0,
         timeout=120,
     )
-    alerts, breakers = wait_for_markers(worker.url, route)
+    alerts, breakers = wait_for_markers(worker, route)
     assert [m["alertname"] for m in alerts["markers"]] == ["ErrorRateHigh"]
     scopes = {m["scope"] for m in breakers["markers"]}
     assert f"trace:{route}-runaway" in scopes  # found through the trace's stored events
     assert all(s == f"route:{route}" or s.startswith(f"trace:{route}-") for s in scopes), scopes
 
-    page = f"{worker.url}/dashboard?{urllib.parse.urlencode({'route': route, 'range': '6h'})}"
+    # the link `tracewatch dashboard-url` prints: the token in the fragment, never sent
+    query = urllib.parse.urlencode({"route": route, "range": "6h"})
+    page = f"{worker.url}/dashboard?{query}#token={worker.token()}"
     shot = tmp_path / "dashboard.png"
     chromium(f"--screenshot={shot}", "--window-size=1400,1600", page)
     width, height, pixels = png_pixels(shot)

@@ -321,11 +321,14 @@ def read_dlq(kafka: KafkaSettings, expected: int) -> list[tuple[Any, ...]]:
     return letters
 
 
-def query(url: str, sql: str, **parameters: Any) -> list[list[Any]]:
+def query(worker: Any, sql: str, **parameters: Any) -> list[list[Any]]:
     """Through the running worker's /query view (the worker holds the embedded chDB)."""
     body = json.dumps({"sql": sql, "parameters": parameters}).encode()
     request = urllib.request.Request(
-        f"{url}/query", body, {"Content-Type": "application/json"}, method="POST"
+        f"{worker.url}/query",
+        body,
+        {"Content-Type": "application/json", **worker.auth()},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         rows: list[list[Any]] = json.loads(response.read())["rows"]
@@ -394,13 +397,13 @@ def test_hostile_input_is_dead_lettered_and_never_stops_the_worker(
     assert len(good) + len(letters) == len(stream)
 
     # ClickHouse holds each valid event once, unusual text unchanged
-    assert query(worker.url, "SELECT count(), uniqExact(event_id) FROM {db:Identifier}.events",
+    assert query(worker, "SELECT count(), uniqExact(event_id) FROM {db:Identifier}.events",
                  db="tracewatch") == [[len(good), len(good)]]  # fmt: skip
-    stored = query(worker.url, "SELECT event_id FROM {db:Identifier}.events", db="tracewatch")
+    stored = query(worker, "SELECT event_id FROM {db:Identifier}.events", db="tracewatch")
     assert {row[0] for row in stored} == {str(e["event_id"]) for e in good}
     odd = {str(e["event_id"]): e for e in good if str(e["event_id"]).startswith("unusual-")}
     rows = query(
-        worker.url,
+        worker,
         "SELECT event_id, trace_id, route, model, attributes FROM {db:Identifier}.events "
         "WHERE event_id IN {ids:Array(String)}",
         db="tracewatch",

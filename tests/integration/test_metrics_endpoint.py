@@ -49,8 +49,9 @@ def produce(kafka: KafkaSettings, stream: list[tuple[bytes, bytes]]) -> None:
     assert producer.flush(60) == 0
 
 
-def scrape(url: str) -> tuple[str, Samples]:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+def scrape(worker: Any) -> tuple[str, Samples]:
+    """What Prometheus reads, with the worker's token (its ``credentials_file``)."""
+    with urllib.request.urlopen(worker.request("/metrics"), timeout=10) as response:
         content_type = response.headers["Content-Type"]
         text = response.read().decode()
     samples = {
@@ -83,7 +84,7 @@ def test_metrics_count_what_was_produced_and_health_is_ok(
 
     deadline = time.monotonic() + 30
     while True:  # the lag is measured once a second by the ingest thread
-        content_type, got = scrape(worker.url)
+        content_type, got = scrape(worker)
         lags = {k: v for k, v in got.items() if k[0] == "tracewatch_consumer_lag"}
         if len(lags) == kafka_settings.events_partitions and not any(lags.values()):
             break

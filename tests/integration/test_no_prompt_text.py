@@ -54,10 +54,13 @@ def events(t0: float) -> list[dict[str, Any]]:
     return made
 
 
-def query(url: str, sql: str, **parameters: Any) -> list[list[Any]]:
+def query(worker: Any, sql: str, **parameters: Any) -> list[list[Any]]:
     body = json.dumps({"sql": sql, "parameters": {"db": "tracewatch", **parameters}}).encode()
     request = urllib.request.Request(
-        f"{url}/query", body, {"Content-Type": "application/json"}, method="POST"
+        f"{worker.url}/query",
+        body,
+        {"Content-Type": "application/json", **worker.auth()},
+        method="POST",
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         rows: list[list[Any]] = json.loads(response.read())["rows"]
@@ -79,13 +82,13 @@ def test_no_prompt_or_completion_text_is_stored(
     columns = {
         row[0]
         for row in query(
-            worker.url,
+            worker,
             "SELECT name FROM system.columns WHERE database = {db:String} AND table = 'events'",
         )
     }
     assert columns and not columns & {*CONTENT_FIELDS, *CONTENT_ATTRIBUTES}
     rows = query(
-        worker.url,
+        worker,
         "SELECT * FROM {db:Identifier}.events WHERE event_id IN {ids:Array(String)}",
         ids=[e["event_id"] for e in sent],
     )
@@ -184,7 +187,7 @@ def test_no_content_attribute_of_any_convention_is_stored_via_kafka_or_otlp(
     worker.start()
     worker.wait_for(lambda b: b["stored_events"] >= len(ids) and b["pending_events"] == 0)
     rows = query(
-        worker.url,
+        worker,
         "SELECT event_id, attributes FROM {db:Identifier}.events "
         "WHERE event_id IN {ids:Array(String)}",
         ids=ids,

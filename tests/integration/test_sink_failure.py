@@ -142,11 +142,14 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-def query(url: str, sql: str) -> list[list[Any]]:
+def query(worker: Any, sql: str) -> list[list[Any]]:
     """Through the running worker's /query view (the worker holds the embedded chDB)."""
     body = json.dumps({"sql": sql, "parameters": {}}).encode()
     request = urllib.request.Request(
-        f"{url}/query", body, {"Content-Type": "application/json"}, method="POST"
+        f"{worker.url}/query",
+        body,
+        {"Content-Type": "application/json", **worker.auth()},
+        method="POST",
     )
     for attempt in range(3):
         try:
@@ -228,9 +231,9 @@ def test_full_disk_stops_commits_bounds_memory_and_loses_nothing(
     final = worker.wait_for(
         lambda b: b["received"] >= len(sent) and b["pending_events"] == 0, timeout=240
     )
-    rows = query(worker.url, "SELECT event_id, count() FROM tracewatch.events GROUP BY event_id")
+    rows = query(worker, "SELECT event_id, count() FROM tracewatch.events GROUP BY event_id")
     stored = {str(event_id): int(n) for event_id, n in rows}
-    [[rollup]] = query(worker.url, "SELECT sum(count) FROM tracewatch.stats_1h")
+    [[rollup]] = query(worker, "SELECT sum(count) FROM tracewatch.stats_1h")
     after = committed(kafka_settings)
     worker.stop()
     log = (tmp_path / "worker-1.log").read_text()

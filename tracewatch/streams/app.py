@@ -38,6 +38,7 @@ from tracewatch.streams.dashboard_views import register_dashboard
 from tracewatch.streams.ingest import IngestLoop
 from tracewatch.streams.kafka_auth import faust_credentials
 from tracewatch.streams.metrics import register_metrics
+from tracewatch.streams.web_access import worker_access
 
 __all__ = ["IngestService", "build_app"]
 
@@ -85,8 +86,12 @@ class IngestService(mode.Service):
             log.exception("ingest stopped")
 
 
-def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, IngestService]:
+def build_app(
+    settings: Settings, sink: ClickHouseSink, *, token: str | None = None
+) -> tuple[faust.App, IngestService]:
+    """The worker's app; ``token`` is the web views' (a random one if not given)."""
     w = settings.worker
+    access = worker_access(settings, token)  # Host, Origin, token, content type: every view
     app = faust.App(
         w.app_id,
         broker=settings.kafka.faust_broker_url(),
@@ -101,6 +106,7 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
         topic_replication_factor=settings.kafka.replication_factor,
         datadir=str(settings.home / "faust"),
         web_in_thread=False,
+        web_application_options=access.application_options(),  # the guard, as a middleware
         # as the ingest consumer: after a kill -9 faust's group waits out the dead
         # member's session (60 s by default), and a SIGTERM meanwhile blocks until then
         broker_session_timeout=10.0,
@@ -179,7 +185,7 @@ def build_app(settings: Settings, sink: ClickHouseSink) -> tuple[faust.App, Inge
             return self.bytes(body.encode(), content_type="application/json")
 
     register_dashboard(app, settings, sink, service)  # /dashboard and its /api/* views
-    register_metrics(app, service, alertmanager, w.health_sink_error_s)  # /metrics, /health
+    register_metrics(app, service, alertmanager, w.health_sink_error_s, access.collector())
     return app, service
 
 

@@ -21,6 +21,8 @@ Metric names:
 - ``tracewatch_breakers_opened_total{kind}`` (``trace`` or ``route``),
   ``tracewatch_breakers_open``
 - ``tracewatch_alertmanager_outbox_pending`` (only when Alertmanager is configured)
+- ``tracewatch_web_requests_refused_total{reason}`` (streams/web_access.py: ``host``,
+  ``origin``, ``token``, ``content_type``)
 """
 
 from __future__ import annotations
@@ -227,12 +229,15 @@ def judge_health(
     return Health(True)
 
 
-def register_metrics(app: Any, service: Any, alertmanager: Any, max_sink_error_s: float) -> None:
+def register_metrics(
+    app: Any, service: Any, alertmanager: Any, max_sink_error_s: float, *more: Collector
+) -> None:
     """``/metrics`` and ``/health`` on the worker's web server, and the ingest timing hooks.
 
     ``service`` is the ``IngestService`` (its ``ingest`` loop, ``alive``, ``failed``);
-    ``alertmanager`` the ``AlertmanagerService`` or None. Typed loosely so this
-    module stays free of faust and Kafka imports.
+    ``alertmanager`` the ``AlertmanagerService`` or None; ``more``: collectors of other
+    parts (the web guard's refusals). Typed loosely so this module stays free of faust
+    and Kafka imports.
     """
     ingest = service.ingest
 
@@ -248,6 +253,8 @@ def register_metrics(app: Any, service: Any, alertmanager: Any, max_sink_error_s
         )
 
     metrics = WorkerMetrics(read)
+    for collector in more:
+        metrics.registry.register(collector)
     ingest.observe_batch = metrics.batch_seconds.observe
     ingest.observe_write = metrics.observe_write
 

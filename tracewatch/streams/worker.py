@@ -1,8 +1,10 @@
-"""Start the streaming worker: topics, ClickHouse, the faust app, and a run file.
+"""Start the streaming worker: topics, ClickHouse, the faust app, a run file and a token.
 
 The run file (``$TRACEWATCH_HOME/worker.json``) says where this worker's web
 views listen, so ``tracewatch query`` can reach an embedded chDB the worker
-holds open (chDB allows one engine per process).
+holds open (chDB allows one engine per process). The token file
+(``$TRACEWATCH_HOME/worker.token``, mode 0600) holds the credential those views
+ask for (streams/web_access.py); ``worker_headers`` is how a CLI command sends it.
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from tracewatch.config import Settings
+from tracewatch.errors import ServiceUnavailable
 from tracewatch.sinks.clickhouse import ClickHouseSink
 from tracewatch.streams.topics import ensure_topics
+from tracewatch.streams.worker_token import (
+    authorization_header,
+    new_token,
+    remove_token_file,
+    resolve_token,
+    token_path,
+    write_token_file,
+)
 
-__all__ = ["read_run_file", "run_worker"]
+__all__ = ["dashboard_url", "read_run_file", "run_worker", "worker_headers", "worker_token"]
 
 log = logging.getLogger("tracewatch.worker")
 
@@ -29,10 +41,13 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     from tracewatch.streams.app import build_app
 
     ensure_topics(settings.kafka)
+    configured = settings.worker.token
+    token = configured.get_secret_value() if configured is not None else new_token()
+    token_file = write_token_file(settings.home, token)  # before any view can answer
     sink = ClickHouseSink(settings.clickhouse).connect()
-    app, service = build_app(settings, sink)
+    app, service = build_app(settings, sink, token=token)
     run_file = settings.home / "worker.json"
-    _write_run_file(run_file, settings)
+    _write_run_file(run_file, settings, token_file)
     try:
         worker = faust.Worker(
             app,
@@ -43,6 +58,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         worker.execute_from_commandline()
     finally:
         run_file.unlink(missing_ok=True)
+        remove_token_file(settings.home)
         sink.close()
 
 
@@ -57,8 +73,37 @@ def read_run_file(home: Path) -> dict[str, Any] | None:
     return info
 
 
-def _write_run_file(path: Path, settings: Settings) -> None:
+def worker_token(settings: Settings) -> str | None:
+    """The token a CLI command sends to the worker's views: ``TRACEWATCH_WORKER_TOKEN``
+    when set, else the token file the worker wrote (None when there is none)."""
+    try:
+        return resolve_token(settings.home, settings.worker.token)
+    except PermissionError:
+        raise ServiceUnavailable(
+            f"cannot read the worker's token {token_path(settings.home)}: the worker was "
+            "started by another user; run this command as that user, or set "
+            "TRACEWATCH_WORKER_TOKEN to the token the worker was started with"
+        ) from None
+
+
+def worker_headers(settings: Settings) -> dict[str, str]:
+    """``Authorization: Bearer <token>`` for a request to the worker's views."""
+    return authorization_header(worker_token(settings))
+
+
+def dashboard_url(settings: Settings, info: dict[str, Any]) -> str:
+    """The dashboard's address with the token in the fragment (``#token=…``): a browser
+    never sends a fragment to a server, and the page moves it to its session storage."""
+    token = worker_token(settings)
+    return f"{info['url']}/dashboard" + (f"#token={quote(token, safe='')}" if token else "")
+
+
+def _write_run_file(path: Path, settings: Settings, token_file: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     w = settings.worker
-    info = {"pid": os.getpid(), "url": f"http://{w.web_host}:{w.web_port}"}
+    info = {
+        "pid": os.getpid(),
+        "url": f"http://{w.web_host}:{w.web_port}",
+        "token_file": str(token_file),
+    }
     path.write_text(json.dumps(info))

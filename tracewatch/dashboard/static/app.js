@@ -4,6 +4,13 @@
  * When a render finishes, #render-status says so for machines (the end-to-end test reads it):
  * data-state="ready", data-points (all plotted values), data-charts (JSON: chart id -> values),
  * data-markers (alert and breaker markers in range).
+ *
+ * The worker's /api/* views need its token (tracewatch/streams/web_access.py). The page gets
+ * it once in the URL fragment (`tracewatch dashboard-url` prints /dashboard#token=...): a
+ * fragment is never sent to a server nor logged. The token moves to sessionStorage (this tab
+ * and this origin only), leaves the address bar, and goes out as an Authorization header on
+ * every fetch. No cookie: a browser would attach one to requests from pages on other local
+ * ports too (same-site ignores ports).
  */
 (function () {
   "use strict";
@@ -22,6 +29,9 @@
       series: [{ key: "loop_depth_max", label: "max" }, { key: "loop_depth_p95", label: "p95" }] },
   ];
 
+  var TOKEN_KEY = "tracewatch.token";
+  var HOW_TO_OPEN = "open the dashboard through the link `tracewatch dashboard-url` prints " +
+    "(it carries the worker's token, which changes at each restart of the worker)";
   var query = new URLSearchParams(window.location.search);
   var state = {
     route: query.get("route") || "",
@@ -42,14 +52,32 @@
     });
   }
 
+  /* the token from #token=... (then forgotten by the address bar), else from this tab's session */
+  function takeToken() {
+    var fragment = new URLSearchParams(window.location.hash.slice(1));
+    var given = fragment.get("token");
+    if (given) {
+      try { window.sessionStorage.setItem(TOKEN_KEY, given); } catch (e) { /* storage off */ }
+      window.history.replaceState(null, "", window.location.pathname + window.location.search);
+      return given;
+    }
+    try { return window.sessionStorage.getItem(TOKEN_KEY); } catch (e) { return null; }
+  }
+  var token = takeToken();
+
   function getJSON(path, params) {
+    if (!token) { return Promise.reject(new Error("this page has no token: " + HOW_TO_OPEN)); }
     var url = path + "?" + new URLSearchParams(params).toString();
-    return fetch(url).then(function (response) {
-      return response.json().then(function (body) {
-        if (!response.ok) { throw new Error(body.error || response.statusText); }
-        return body;
+    return fetch(url, { headers: { Authorization: "Bearer " + token }, credentials: "omit" })
+      .then(function (response) {
+        if (response.status === 401) {
+          throw new Error("the worker refused this page's token: " + HOW_TO_OPEN);
+        }
+        return response.json().then(function (body) {
+          if (!response.ok) { throw new Error(body.error || response.statusText); }
+          return body;
+        });
       });
-    });
   }
 
   function window_() {
