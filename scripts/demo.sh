@@ -51,10 +51,13 @@ $tw query sql "SELECT route, sum(count) AS events, round(sum(cost_sum), 2) AS sp
                FROM {db:Identifier}.stats_1m WHERE late = 0 GROUP BY route ORDER BY spend_usd DESC"
 cat <<MSG
 
-The worker and the broker are still running. Open the dashboard at
-  http://${TRACEWATCH_WORKER_WEB_HOST:-127.0.0.1}:${TRACEWATCH_WORKER_WEB_PORT:-6066}/dashboard
-(metrics: /metrics, health: /health on the same port). Try:
+The worker and the broker are still running. Open the dashboard at (the token after # is
+the worker's, readable only by you: treat the link as a password)
+  $($tw dashboard-url)
+(metrics: /metrics with the token in $TRACEWATCH_HOME/worker.token, health: /health on
+the same port). Try:
   $tw status                                   # the worker's counters (valid, rejected by reason, late)
+  $tw dashboard-url                            # the dashboard's link again
   $tw alerts --follow                          # alert transitions as they happen (Ctrl-C stops)
   $tw breakers                                 # open circuit breakers, as an app's BreakerClient sees them
   $tw query top --by latency_p99 --since 15m
