@@ -197,7 +197,10 @@ class Pipeline:
         rejected: list[Rejected],
     ) -> tuple[list[EventRecord], list[int]]:
         """Drop repeated event ids (to ``rejected``), keeping the first of each."""
-        repeats = self.recent_ids.repeats([record.event_id for record in records])
+        parts = batch.partitions
+        repeats = self.recent_ids.repeats(
+            [record.event_id for record in records], [parts[i] for i in index]
+        )
         if not repeats:
             return records, index
         for j in repeats:

@@ -190,3 +190,31 @@ def test_replayed_rows_rebuild_open_buckets_but_are_not_counted_twice() -> None:
     assert agg.replayed_dropped == 1
     closed = by_slot(agg.close_all())
     assert closed[(A, T0 + 60, False)].stats.count == 1 and closed[(A, T0, True)].stats.count == 1
+
+
+def test_partials_of_several_partitions_merge_to_the_same_statistics() -> None:
+    rng = np.random.default_rng(7)
+    events = [ev(T0 + i * 0.5, cost_usd=float(rng.lognormal(-4, 1)), latency_ms=float(i),
+                 loop_depth=i % 7, scores={"groundedness": float(rng.uniform())})
+              for i in range(100)]  # fmt: skip
+    cols, keys = EventColumns.from_events(events), [A] * len(events)
+    one, many = BucketAggregator(60, 0), BucketAggregator(60, 0)
+    one.add(keys, cols)
+    parts = rng.integers(0, 3, len(events))
+    many.add(keys, cols, RowSources(parts, np.arange(len(events)), np.zeros(len(events), bool)))
+    (a,), (b,) = one.close_all(), many.close_all()
+    expected = a.stats.summary()
+    got = b.stats.summary()
+    assert got == {k: pytest.approx(v, rel=1e-12) if isinstance(v, float | dict) else v
+                   for k, v in expected.items()}  # fmt: skip
+
+
+def test_drop_partition_takes_its_share_of_the_open_buckets_only() -> None:
+    agg = BucketAggregator(width_s=60, allowed_lateness_s=0)
+    agg.add([A], EventColumns.from_events([ev(T0 + 1)]), src(0, 10))
+    agg.add([A], EventColumns.from_events([ev(T0 + 2)]), src(1, 20))
+    agg.add([B], EventColumns.from_events([ev(T0 + 3, B)]), src(1, 21))
+    agg.drop_partition(1)
+    assert agg.holdback() == {0: 10} and agg.open_buckets == 1
+    (only,) = agg.close_all()
+    assert (only.key, only.stats.count) == (A, 1)

@@ -23,3 +23,11 @@ def test_the_window_forgets_the_oldest_ids() -> None:
 def test_a_zero_window_remembers_nothing() -> None:
     ids = RecentIds(capacity=0)
     assert ids.repeats(["a", "a"]) == [] and len(ids) == 0
+
+
+def test_forget_drops_exactly_the_ids_of_the_given_partitions() -> None:
+    ids = RecentIds(capacity=100)
+    assert ids.repeats(["a", "b", "c", "d"], [0, 1, 2, 1]) == []
+    assert ids.forget({1}) == 2 and len(ids) == 2
+    assert ids.repeats(["a", "b", "c", "d"], [0, 1, 2, 1]) == [0, 2]  # b, d: new again
+    assert ids.forget(set()) == 0

@@ -9,6 +9,11 @@ bucket ``[start, start + width)`` closes once the watermark reaches its end;
 its statistics are final from then on. An event whose bucket has already
 closed is *late*: it is kept (in a late partial for the same key and bucket,
 emitted with ``late=True`` at the next ``close_ready``) and counted, never lost.
+
+An open bucket keeps one partial per source partition, merged when it closes:
+a partition that moves to another worker takes its share of the open buckets
+with it (``drop_partition``), and its new owner rebuilds that share from the
+partition's commit point (design.md, "Scaling out").
 """
 
 from __future__ import annotations
@@ -79,7 +84,8 @@ class BucketAggregator:
         self.closed_until = -math.inf  # every bucket that ends at or before this is closed
         self._partition_max: dict[int, float] = {}
         self._idle: set[int] = set()
-        self._open: dict[tuple[KeyTuple, float], BucketStats] = {}
+        # per open bucket, one partial per source partition (merged when it closes)
+        self._open: dict[tuple[KeyTuple, float], dict[int, BucketStats]] = {}
         self._late: dict[tuple[KeyTuple, float], BucketStats] = {}
         # per open bucket, the smallest source offset per partition that fed it
         self._first_offsets: dict[tuple[KeyTuple, float], dict[int, int]] = {}
@@ -100,9 +106,21 @@ class BucketAggregator:
         self._partition_max.setdefault(partition, -math.inf)
 
     def forget_partition(self, partition: int) -> None:
-        """The partition moved to another worker (rebalance)."""
+        """The partition stops holding the watermark (revoked in a rebalance; its share
+        of the open buckets stays until ``drop_partition``)."""
         self._partition_max.pop(partition, None)
         self._idle.discard(partition)
+
+    def drop_partition(self, partition: int) -> None:
+        """The partition moved to another worker: its share of the open buckets goes too."""
+        self.forget_partition(partition)
+        for slot in list(self._open):
+            partials = self._open[slot]
+            partials.pop(partition, None)
+            first = self._first_offsets[slot]
+            first.pop(partition, None)
+            if not partials:
+                del self._open[slot], self._first_offsets[slot]
 
     @property
     def open_buckets(self) -> int:
@@ -130,8 +148,7 @@ class BucketAggregator:
                     self._late.setdefault(slot, BucketStats()).add(cols.take(fresh))
                     late += len(fresh)
             else:
-                self._open.setdefault(slot, BucketStats()).add(cols.take(rows))
-                self._note_offsets(slot, src.partitions[rows], src.offsets[rows])
+                self._add_open(slot, cols, rows, src)
         self.late_events += late
         self.max_event_ts = max(self.max_event_ts, float(cols.ts.max()))
         self._advance_partitions(cols.ts, src.partitions)
@@ -174,12 +191,28 @@ class BucketAggregator:
         """After a restart: buckets ending at or before this were closed and written."""
         self.closed_until = max(self.closed_until, closed_until)
 
-    def _note_offsets(
-        self, slot: tuple[KeyTuple, float], parts: np.ndarray, offs: np.ndarray
+    def _add_open(
+        self,
+        slot: tuple[KeyTuple, float],
+        cols: EventColumns,
+        rows: npt.NDArray[np.intp],
+        src: RowSources,
     ) -> None:
+        """Fold ``rows`` into the slot's partial of each partition they came from, and note
+        the smallest offset per partition that fed the slot (``holdback``)."""
+        partials = self._open.setdefault(slot, {})
         first = self._first_offsets.setdefault(slot, {})
-        for part in np.unique(parts).tolist():
-            low = int(offs[parts == part].min())
+        parts, offs = src.partitions[rows], src.offsets[rows]
+        if (parts == parts[0]).all():  # the common case: one partition
+            split = [(int(parts[0]), rows, offs)]
+        else:
+            split = [(p, rows[parts == p], offs[parts == p]) for p in np.unique(parts).tolist()]
+        for part, sel, off in split:
+            stats = partials.get(part)
+            if stats is None:
+                stats = partials[part] = BucketStats()
+            stats.add(cols.take(sel))
+            low = int(off.min())
             first[part] = min(low, first.get(part, low))
 
     def _advance_partitions(self, ts: np.ndarray, parts: np.ndarray) -> None:
@@ -199,7 +232,7 @@ class BucketAggregator:
     def _close(self, ready: Callable[[float], bool], horizon: float) -> list[ClosedBucket]:
         done = [slot for slot in self._open if ready(slot[1] + self.width_s)]
         closed = [
-            ClosedBucket(slot[0], slot[1], self.width_s, False, self._open.pop(slot))
+            ClosedBucket(slot[0], slot[1], self.width_s, False, _merged(self._open.pop(slot)))
             for slot in done
         ]
         for slot in done:
@@ -212,6 +245,16 @@ class BucketAggregator:
         self.closed_until = max(self.closed_until, horizon)
         closed.sort(key=lambda b: (b.start, b.late, b.key))
         return closed
+
+
+def _merged(partials: dict[int, BucketStats]) -> BucketStats:
+    """One bucket's partials, in partition order (one partition: itself, unchanged)."""
+    if len(partials) == 1:
+        return next(iter(partials.values()))
+    total = BucketStats()
+    for part in sorted(partials):
+        total.merge(partials[part])
+    return total
 
 
 def _index_keys(keys: Sequence[KeyTuple]) -> tuple[np.ndarray, list[KeyTuple]]:
