@@ -1,8 +1,8 @@
 """``tracewatch replay``: the worker's pipeline over a JSON-lines file, in-process.
 
-Same validation, buckets and watermark as ``tracewatch run`` (the pure
-``Pipeline``) and the same detectors, rules and alert lifecycle (the pure
-``AlertEngine``), with the file as a single source read in order; no Kafka. The
+The same pure ``Stage`` as ``tracewatch run`` (validation, buckets and
+watermark, then the breaker board, then the detectors, rules and alert
+lifecycle), with the file as a single source read in order; no Kafka. The
 closed minutes go to the configured ClickHouse; every alert transition goes, in
 the order produced, to ``--alerts-out`` as one contract alert per line, and
 every breaker transition (the worker's ``BreakerBoard`` over the same events, in
@@ -28,10 +28,10 @@ from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import Transition
 from tracewatch.detectors.judges import load_judges
 from tracewatch.errors import ConfigError
-from tracewatch.pipeline import MessageBatch, Pipeline, PipelineCounters, Rejected
+from tracewatch.pipeline import MessageBatch, PipelineCounters, Rejected
 from tracewatch.pricing import PriceTable
-from tracewatch.schemas.record import EventRecord
 from tracewatch.sinks.clickhouse import ClickHouseSink
+from tracewatch.stage import Stage, StageOutput
 
 __all__ = ["ReplayReport", "replay_file"]
 
@@ -67,36 +67,33 @@ def replay_file(
     """
     if not events_path.is_file():
         raise ConfigError(f"{events_path}: no such file (give a JSON-lines file of trace events)")
-    pipeline = Pipeline.from_settings(settings.worker, PriceTable.from_settings(settings.pricing))
     judges = load_judges(settings.detect)
-    engine, board = judges.engine, judges.board
-    report = ReplayReport(pipeline.counters)
+    stage = Stage.from_settings(
+        settings.worker, PriceTable.from_settings(settings.pricing), judges.engine, judges.board
+    )
+    report = ReplayReport(stage.counters)
     started = time.perf_counter()
     own_sink = sink is None
     sink = sink or ClickHouseSink(settings.clickhouse).connect()
     try:
         with _open_out(alerts_out) as alerts, _open_out(breakers_out) as breakers:
 
-            def trip(events: list[EventRecord]) -> None:
-                for signal in [*board.observe(events), *board.advance(board.now)]:
+            def emit(out: StageOutput) -> None:
+                _keep_errors(report, out.rejected)
+                for signal in out.breakers:
                     if breakers is not None:
                         breakers.write(signal.model_dump_json() + "\n")
                     report.breakers += 1
-
-            def judge(closed: list[ClosedBucket]) -> None:
-                _write(sink, closed, report)
-                for transition in engine.observe(closed):
+                _write(sink, out.closed, report)
+                for transition in out.transitions:
                     alerts.write(transition.alert.model_dump_json() + "\n")
                     report.alerts += 1
                     if on_transition is not None:
                         on_transition(transition)
 
             for batch in _batches(events_path):
-                result = pipeline.process(batch)
-                _keep_errors(report, result.rejected)
-                trip(result.events)
-                judge(result.closed)
-            judge(pipeline.finish())
+                emit(stage.process(batch))
+            emit(stage.finish())
     finally:
         if own_sink:
             sink.close()

@@ -1,31 +1,29 @@
-"""The high-volume stage: events topic → pipeline → ClickHouse and DLQ → commit.
+"""The high-volume stage's consumer shell: events topic → stage → writer → commit.
 
 faust's per-event agent path costs about 50 µs an event before any work, so the
 events topic is read here with confluent-kafka ``consume(n)`` in batches, on a
-thread of its own, and handed to the pure ``Pipeline`` a batch at a time.
+thread of its own, and each batch is handed to the pure ``Stage``
+(``tracewatch/stage.py``: decode → minutes → breakers → alert engine; replay
+drives the same object). This module owns only the consumer: poll, pause and
+resume, assignment and revocation, commits. The parts it drives:
 
-Flushes run on a writer thread of their own, one batch at a time and in order,
-while this thread consumes and processes the next batch: ClickHouse's engine
-works with the GIL released, so its inserts overlap the Python work here. At most
-one batch is being written and one built (the hand-off blocks), so a slow or
-failed sink stops consumption instead of growing memory.
+- ``writer.py``: a writer thread runs each handed-off batch through the ordered
+  sinks of ``batch_sinks.py`` (events → dead letters → minutes → alerts →
+  breakers) while this thread consumes the next one; at most one batch is
+  written and one waits, so a slow or failed sink pauses consumption instead of
+  growing memory.
+- ``warm_up.py``: at an assignment, what ClickHouse already has (stored offsets,
+  the newest written minute) and, once per process, the detectors' and
+  breakers' history.
 
-Ordering of effects per flush (at-least-once with idempotent writes):
-events to ClickHouse (deduplication token from partition/offset ranges) →
-dead letters acknowledged by Kafka → closed buckets to ClickHouse and to the
-``on_closed`` callback → the alert transitions those buckets caused to
-``on_alerts`` (acknowledged) → offsets committed, but never past the first offset
-that still feeds an open bucket. After a restart the worker reads those events
-again: ClickHouse tells it which offsets are stored (not inserted again) and
-which minutes were closed (their events are not counted again), and the open
-minutes are rebuilt exactly. The detectors are judged once per closed minute
-(when it closes) and their transitions wait in the pending batch, so a retried
-flush re-sends the same alerts instead of losing them. After a restart the
-detectors are warmed up from the last ``WARM_UP_MINUTES`` of closed minutes in
-ClickHouse (``stats_1m.state``), and the transitions of the newest two of those
-minutes, and every alert still open, are sent again: a crash between writing
-statistics and acknowledging alerts must not lose an alert (a repeat has the
-same fingerprint and ``starts_at``, so subscribers can tell).
+Offsets commit only after the batch's sinks all succeeded, and never past the
+first offset that still feeds an open bucket (``Stage.holdback``). After a
+restart the worker reads those events again: ClickHouse tells it which offsets
+are stored (not inserted again) and which minutes were closed (their events are
+not counted again), and the open minutes are rebuilt exactly. The detectors are
+judged once per closed minute (when it closes) and their transitions wait in
+the pending batch, so a retried flush re-sends the same alerts instead of
+losing them.
 """
 
 from __future__ import annotations
@@ -36,10 +34,8 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol, TypeVar, cast
+from collections.abc import Callable, Collection
+from typing import Any, Protocol, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -47,163 +43,203 @@ from tracewatch.config import Settings
 from tracewatch.detectors.breakers import BreakerBoard
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import AlertEngine
-from tracewatch.errors import SinkError
 from tracewatch.pipeline import MessageBatch, Pipeline
 from tracewatch.pricing import PriceTable
 from tracewatch.schemas.alert import Alert
-from tracewatch.schemas.breaker import BreakerSignal
-from tracewatch.schemas.record import EventRecord
-from tracewatch.sinks.arrow_events import events_table
-from tracewatch.sinks.clickhouse import ClickHouseSink
 from tracewatch.sinks.kafka import DeadLetterPublisher
+from tracewatch.stage import Stage, StageOutput
+from tracewatch.streams.batch_sinks import (
+    AlertsSink,
+    BreakerSink,
+    BreakersSink,
+    DeadLetters,
+    DeadLetterSink,
+    EventsSink,
+    EventStore,
+    MinutesSink,
+)
+from tracewatch.streams.pending import PendingBatch
+from tracewatch.streams.retry import SinkRetry
+from tracewatch.streams.warm_up import Restored, StoredState, WarmUp
+from tracewatch.streams.writer import BatchWriter
 
 __all__ = ["BreakerSink", "IngestLoop", "PendingBatch"]
 
 log = logging.getLogger("tracewatch.ingest")
-T = TypeVar("T")
-
-#: minutes of history the detectors get back after a restart (baseline 60 + window 5 + slack)
-WARM_UP_MINUTES = 70
-#: event time of stored events the breaker board reads back after a restart (a trace
-#: idle longer than its ttl, 10 minutes by default, has expired anyway)
-BREAKER_WARM_UP_S = 900.0
-#: transitions decided this close to the restart point are sent again
-RESEND_AFTER_RESTART_S = 120.0
 
 
-class BreakerSink(Protocol):
-    """Where breaker signals go: ``publish`` at once (latency), ``flush`` before commit."""
-
-    def publish(self, signals: Sequence[BreakerSignal]) -> None: ...
-    def flush(self, timeout: float = 30.0) -> None: ...
-
-
-@dataclass
-class PendingBatch:
-    """What has been processed but not yet flushed and committed."""
-
-    events: list[EventRecord] = field(default_factory=list)
-    partitions: list[int] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    cost_computed: list[bool] = field(default_factory=list)
-    closed: list[ClosedBucket] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    breakers: list[BreakerSignal] = field(default_factory=list)
-    resend_breakers: bool = False  # a failed flush: publish them again before the next one
-    first_offset: dict[int, int] = field(default_factory=dict)
-    last_offset: dict[int, int] = field(default_factory=dict)
-    started: float = 0.0
-    #: partition → offset to commit once written; set when handed to the writer
-    commit_to: dict[int, int] = field(default_factory=dict)
-
-    def start_clock(self) -> None:
-        """Call before adding anything: the flush interval counts from the first addition."""
-        if self.empty:
-            self.started = time.monotonic()
-
-    def note_batch(self, partitions: list[int], offsets: list[int]) -> None:
-        """Record the offset range read per partition (offsets rise within a partition)."""
-        first, last = self.first_offset, self.last_offset
-        for partition, offset in zip(partitions, offsets, strict=True):
-            if partition not in first:
-                first[partition] = offset
-            last[partition] = offset
-
-    def token(self, topic: str) -> str:
-        """Same offsets in, same token out: a retried insert is deduplicated."""
-        ranges = ",".join(
-            f"{p}:{self.first_offset[p]}-{self.last_offset[p]}" for p in sorted(self.last_offset)
-        )
-        return f"events:{topic}:{ranges}"
-
-    @property
-    def empty(self) -> bool:
-        return not self.last_offset and not self.closed and not self.alerts and not self.breakers
+class IngestStore(EventStore, StoredState, Protocol):
+    """What the loop needs of ClickHouse: the writes and the restart reads."""
 
 
 class IngestLoop:
-    """Consume, process, flush, commit; ``run`` blocks until ``stop`` is set."""
+    """Consume, process, hand off, commit; ``run`` blocks until ``stop`` is set.
+
+    ``dlq``, ``consumer_factory`` and ``retry`` replace the real dead-letter
+    producer, Kafka consumer and backoff (the protocol tests script them).
+    """
 
     def __init__(
         self,
         settings: Settings,
-        sink: ClickHouseSink,
+        sink: IngestStore,
         on_closed: Callable[[list[ClosedBucket]], None] | None = None,
         engine: AlertEngine | None = None,
         on_alerts: Callable[[list[Alert]], None] | None = None,
         on_restored: Callable[[list[Alert]], None] | None = None,
         board: BreakerBoard | None = None,
         breakers: BreakerSink | None = None,
+        *,
+        dlq: DeadLetters | None = None,
+        consumer_factory: Callable[[], Consumer] | None = None,
+        retry: SinkRetry | None = None,
     ) -> None:
         """``on_alerts`` must raise ``SinkError`` unless every alert was acknowledged;
         ``on_restored`` gets the alerts still open after a restart's warm-up."""
         self.settings = settings
         self.topic = settings.kafka.events_topic
         self.sink = sink
-        self.on_closed = on_closed
-        self.engine = engine
-        self.on_alerts = on_alerts
         self.on_restored = on_restored
-        self.alerts_sent = 0
-        self.board = board
         self.breakers = breakers
+        self.stage = Stage.from_settings(
+            settings.worker, PriceTable.from_settings(settings.pricing), engine, board
+        )
+        self.dlq = dlq if dlq is not None else DeadLetterPublisher(settings.kafka, self.topic)
+        self.retry = retry if retry is not None else SinkRetry()
+        self._alerts_sink = AlertsSink(on_alerts)
+        self.writer = BatchWriter(
+            [
+                EventsSink(sink, self.topic, self._observe_write),
+                DeadLetterSink(self.dlq),
+                MinutesSink(sink, self._observe_write, on_closed),
+                self._alerts_sink,
+                BreakersSink(breakers),
+            ],
+            self.retry,
+        )
+        self.warm_up = WarmUp(sink, self.topic, self.retry, settings.worker.allowed_lateness_s)
+        self._consumer_factory = consumer_factory
         self.breaker_signals = 0
         self.firing: list[Alert] = []  # a snapshot for the web views (replaced, never mutated)
-        self._warmed_up = False
-        self.pipeline = Pipeline.from_settings(
-            settings.worker, PriceTable.from_settings(settings.pricing)
-        )
-        self.dlq = DeadLetterPublisher(settings.kafka, self.topic)
         self.pending = PendingBatch()
-        self.stored_events = 0
-        self.stats_rows = 0
-        self.flushes = 0
         self.started_at = time.monotonic()
-        self.last_error: str | None = None
         self._consumer: Consumer | None = None
         self._eof_since: dict[int, float] = {}
         self._stored: dict[int, int] = {}  # partition → last offset already in ClickHouse
-        self._next: dict[int, int] = {}  # partition → offset after the last one flushed
+        self._next: dict[int, int] = {}  # partition → offset after the last one handed off
         self._committed: dict[int, int] = {}
         self._read_through: dict[int, int] = {}  # partition → last offset this process read
-        # offsets whose batches the writer has stored, for this thread to commit: the
-        # consumer is used from this thread only (a synchronous commit from another
-        # thread stalls behind poll)
-        self._writable_commits: dict[int, int] = {}
-        self._commits_lock = threading.Lock()
-        # one batch being written while the next is built: bounded memory, and the
-        # ingest thread blocks (stops consuming) while the sink cannot keep up or is down
-        self._jobs: queue.Queue[PendingBatch | None] = queue.Queue(maxsize=1)
-        self._writer_failed: BaseException | None = None
+        self._revoked: set[int] = set()  # revoked, not (yet) assigned again
         self._handed_events = 0
         self._handing: PendingBatch | None = None  # waiting for the writer (see _give)
         self._paused = False
         self._held: list[Any] = []
         self.assignments = 0
         # for the worker's own metrics (streams/metrics.py reads them at scrape time)
-        self.sink_errors = 0
-        self.last_error_since = 0.0  # time.monotonic() when last_error was first set
-        self.alerts_fired: Counter[tuple[str, str]] = Counter()  # (alertname, status)
         self.breakers_opened: Counter[str] = Counter()  # scope kind: trace / route
         self.consumer_lag: dict[int, int] = {}  # partition → messages behind
         self._lag_at = 0.0
         self.observe_batch: Callable[[float], None] = _untimed
         self.observe_write: Callable[[str, float], None] = _untimed
 
+    # -- what the worker's views and metrics read -----------------------------------------
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.stage.pipeline
+
+    @property
+    def engine(self) -> AlertEngine | None:
+        return self.stage.engine
+
+    @property
+    def board(self) -> BreakerBoard | None:
+        return self.stage.board
+
+    @property
+    def alerts_sent(self) -> int:
+        return self._alerts_sink.sent
+
+    @property
+    def alerts_fired(self) -> Counter[tuple[str, str]]:
+        return self._alerts_sink.fired
+
+    @property
+    def stored_events(self) -> int:
+        return self.writer.stored_events
+
+    @property
+    def sink_errors(self) -> int:
+        return self.retry.errors
+
+    @property
+    def last_error(self) -> str | None:
+        return self.retry.last_error
+
+    @property
+    def last_error_since(self) -> float:
+        return self.retry.last_error_since
+
+    @property
+    def writer_failed(self) -> BaseException | None:
+        return self.writer.failed
+
+    def status(self) -> dict[str, Any]:
+        c = self.stage.counters
+        aggregator = self.stage.pipeline.aggregator
+        return {
+            "received": c.received,
+            "valid": c.valid,
+            "rejected": dict(c.rejected),
+            "rejected_total": c.rejected_total,
+            "late": c.late,
+            "stored_events": self.writer.stored_events,
+            # built here + handed to the writer and not yet stored (each counter has one writer)
+            "pending_events": len(self.pending.events)
+            + self._handed_events
+            - self.writer.stored_events,
+            "replayed_dropped": aggregator.replayed_dropped,
+            "stats_rows": self.writer.stats_rows,
+            "open_buckets": aggregator.open_buckets,
+            "watermark": _finite_or_none(aggregator.watermark),
+            "flushes": self.writer.flushes,
+            "assignments": self.assignments,  # more than 1: a rebalance happened
+            "paused": self._paused,
+            "alerts_sent": self.alerts_sent,
+            "alerts_firing": len(self.firing),
+            "breaker_signals": self.breaker_signals,
+            "breakers_open": len(self.stage.open_breakers()),
+            "traces_tracked": self.stage.traces_tracked,
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
+            "last_error": self.last_error,
+        }
+
+    # -- the loop ------------------------------------------------------------------------
+
     def run(self, stop: threading.Event) -> None:
-        self._consumer = self._make_consumer()
-        writer = threading.Thread(target=self._write_loop, name="tracewatch-writer", daemon=True)
-        writer.start()
-        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("consuming %s as group %s", self.topic, self.settings.kafka.consumer_group)
         try:
+            self.start()
             while not stop.is_set():
                 self.step()
-            self._hand_off()
-            self._wait_written()
+            self.drain()
         finally:
-            self._jobs.put(None)
-            writer.join()
+            self.close()
+
+    def start(self) -> None:
+        """Build the consumer, start the writer, subscribe (``run`` does all of it)."""
+        self._consumer = self._make_consumer()
+        self.writer.start()
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        log.info("consuming %s as group %s", self.topic, self.settings.kafka.consumer_group)
+
+    def drain(self) -> None:
+        """Hand off what is pending and wait until it is written and committed."""
+        self._hand_off()
+        self._wait_written()
+
+    def close(self) -> None:
+        self.writer.close()
+        if self._consumer is not None:
             self._consumer.close()
 
     def step(self) -> int:
@@ -240,47 +276,27 @@ class IngestLoop:
             self._hand_off()
         return len(data)
 
-    def status(self) -> dict[str, Any]:
-        c = self.pipeline.counters
-        return {
-            "received": c.received,
-            "valid": c.valid,
-            "rejected": dict(c.rejected),
-            "rejected_total": c.rejected_total,
-            "late": c.late,
-            "stored_events": self.stored_events,
-            # built here + handed to the writer and not yet stored (each counter has one writer)
-            "pending_events": len(self.pending.events) + self._handed_events - self.stored_events,
-            "replayed_dropped": self.pipeline.aggregator.replayed_dropped,
-            "stats_rows": self.stats_rows,
-            "open_buckets": self.pipeline.aggregator.open_buckets,
-            "watermark": _finite_or_none(self.pipeline.aggregator.watermark),
-            "flushes": self.flushes,
-            "assignments": self.assignments,  # more than 1: a rebalance happened
-            "paused": self._paused,
-            "alerts_sent": self.alerts_sent,
-            "alerts_firing": len(self.firing),
-            "breaker_signals": self.breaker_signals,
-            "breakers_open": 0 if self.board is None else len(self.board.open_signals()),
-            "traces_tracked": 0 if self.board is None else len(self.board),
-            "uptime_s": round(time.monotonic() - self.started_at, 1),
-            "last_error": self.last_error,
-        }
-
     def _process(self, batch: MessageBatch) -> None:
-        result = self.pipeline.process(batch, self._stored)
-        p = self.pending
-        p.start_clock()
-        p.note_batch(batch.partitions, batch.offsets)
-        events = result.stored_events()
-        p.events.extend(events)
-        p.partitions.extend(result.partitions[result.to_store].tolist())
-        p.offsets.extend(result.offsets[result.to_store].tolist())
-        p.cost_computed.extend(result.cost_computed[result.to_store].tolist())
-        self._judge_breakers(events)
-        self._add_closed(result.closed)
-        if result.rejected:
-            self.dlq.publish(result.rejected)
+        out = self.stage.process(batch, self._stored)
+        self.pending.start_clock()
+        self.pending.note_batch(batch.partitions, batch.offsets)
+        self._take(out)
+
+    def _take(self, out: StageOutput) -> None:
+        """Keep the stage's output for the writer; breaker signals and rejects go out at
+        once (latency; the writer's sinks flush them before the commit)."""
+        self.pending.add(out)
+        if out.breakers:
+            self.breaker_signals += len(out.breakers)
+            self.breakers_opened.update(
+                s.scope.split(":", 1)[0] for s in out.breakers if s.state == "open"
+            )
+            if self.breakers is not None:
+                self.breakers.publish(out.breakers)
+        if out.closed and self.stage.engine is not None:
+            self.firing = self.stage.firing()
+        if out.rejected:
+            self.dlq.publish(out.rejected)
 
     def _skip_read_again(self, batch: MessageBatch) -> MessageBatch:
         """Drop messages this process has read already.
@@ -324,35 +340,7 @@ class IngestLoop:
         limit = self.settings.worker.idle_partition_s
         for partition, since in list(self._eof_since.items()):
             if now - since >= limit:
-                self._add_closed(self.pipeline.mark_idle(partition))
-
-    def _judge_breakers(self, events: list[EventRecord]) -> None:
-        """Breakers act on every event, at once: signals are produced here, not at flush.
-
-        Events read again after a restart (already stored) are left out: the
-        board got them back from ClickHouse in ``_warm_up``.
-        """
-        if self.board is None:
-            return
-        signals = self.board.observe(events)
-        signals += self.board.advance(self.board.now)
-        if signals:
-            self.pending.start_clock()
-            self.pending.breakers.extend(signals)
-            self.breaker_signals += len(signals)
-            self.breakers_opened.update(
-                s.scope.split(":", 1)[0] for s in signals if s.state == "open"
-            )
-            if self.breakers is not None:
-                self.breakers.publish(signals)
-
-    def _add_closed(self, closed: list[ClosedBucket]) -> None:
-        if closed:
-            self.pending.start_clock()
-            self.pending.closed.extend(closed)
-            if self.engine is not None:
-                self.pending.alerts.extend(t.alert for t in self.engine.observe(closed))
-                self.firing = self.engine.firing()
+                self._take(self.stage.mark_idle(partition))
 
     def _flush_due(self) -> bool:
         p = self.pending
@@ -365,21 +353,21 @@ class IngestLoop:
             or time.monotonic() - p.started >= w.sink_flush_interval_s
         )
 
+    # -- hand-off to the writer, backpressure, commits -----------------------------------
+
     def _hand_off(self) -> None:
         """Give the pending batch to the writer thread and start a new one.
 
-        The writer does the ClickHouse inserts, whose engine work runs with the
-        GIL released, while this thread consumes and processes the next batch.
-        The commit targets are fixed here, where the aggregator lives: the
-        offsets read so far, held back to the first one an open bucket needs.
+        The commit targets are fixed here, where the stage lives: the offsets read
+        so far, held back to the first one an open bucket needs.
         """
-        self._raise_if_writer_failed()
+        self.writer.raise_if_failed()
         p = self.pending
         if p.empty:
             return
         for part, off in p.last_offset.items():
             self._next[part] = off + 1
-        holdback = self.pipeline.aggregator.holdback()
+        holdback = self.stage.holdback()
         p.commit_to = {part: min(nxt, holdback.get(part, nxt)) for part, nxt in self._next.items()}
         self.pending = PendingBatch()
         self._handed_events += len(p.events)
@@ -399,10 +387,10 @@ class IngestLoop:
         try:
             while self._handing is not None:
                 try:
-                    self._jobs.put(p, timeout=1.0)
+                    self.writer.put(p, timeout=1.0)
                     self._handing = None
                 except queue.Full:
-                    self._raise_if_writer_failed()
+                    self.writer.raise_if_failed()
                     self._poll_paused()
         finally:
             self._resume()
@@ -425,98 +413,12 @@ class IngestLoop:
 
     def _wait_written(self) -> None:
         """Until every batch handed off is written and its offsets committed."""
-        self._jobs.join()
-        self._raise_if_writer_failed()
+        self.writer.join()
         self._commit_written()
-
-    def _raise_if_writer_failed(self) -> None:
-        if self._writer_failed is not None:
-            raise RuntimeError("the writer thread failed") from self._writer_failed
-
-    @property
-    def writer_failed(self) -> BaseException | None:
-        return self._writer_failed
-
-    def _measure_lag(self) -> None:
-        """Once a second: high watermark (as last fetched, no request) minus position."""
-        now = time.monotonic()
-        if self._consumer is None or now - self._lag_at < 1.0:
-            return
-        self._lag_at = now
-        lag: dict[int, int] = {}
-        for tp in self._consumer.position(self._consumer.assignment()):
-            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and tp.offset >= 0:
-                lag[tp.partition] = max(0, high - tp.offset)
-        self.consumer_lag = lag  # replaced whole: the scrape reads it from another thread
-
-    def _write_loop(self) -> None:
-        """The writer thread: each batch written, acknowledged and committed, in order."""
-        while True:
-            p = self._jobs.get()
-            try:
-                if p is None:
-                    return
-                if self._writer_failed is None:
-                    self._retry(partial(self._flush, p))
-            except BaseException as exc:  # surfaced by the ingest thread at its next hand-off
-                self._writer_failed = exc
-                log.exception("writing a batch failed; the worker stops")
-            finally:
-                self._jobs.task_done()
-
-    def _retry(self, call: Callable[[], T]) -> T:
-        """Retry sink failures with capped exponential backoff; nothing is committed meanwhile."""
-        delay = 0.5
-        while True:
-            try:
-                result = call()
-                self.last_error = None
-                return result
-            except SinkError as exc:
-                self.sink_errors += 1
-                if self.last_error is None:
-                    self.last_error_since = time.monotonic()
-                self.last_error = str(exc)
-                log.warning("sink failed, retrying in %.1fs: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
-
-    def _flush(self, p: PendingBatch) -> None:
-        if p.events:
-            started = time.perf_counter()
-            self.sink.write_event_table(
-                events_table(p.events, p.partitions, p.offsets, self.topic, p.cost_computed),
-                p.token(self.topic),
-            )
-            self.observe_write("events", time.perf_counter() - started)
-        self.dlq.flush()
-        if p.closed:
-            started = time.perf_counter()
-            self.sink.write_stats(p.closed)
-            self.observe_write("stats", time.perf_counter() - started)
-            if self.on_closed is not None:
-                self.on_closed(p.closed)
-        if p.alerts and self.on_alerts is not None:
-            self.on_alerts(p.alerts)
-            self.alerts_sent += len(p.alerts)
-            self.alerts_fired.update((a.alertname, a.status) for a in p.alerts)
-        if p.breakers and self.breakers is not None:
-            if p.resend_breakers:
-                self.breakers.publish(p.breakers)
-            p.resend_breakers = True  # if the flush below fails, the retry sends them again
-            self.breakers.flush()
-        with self._commits_lock:
-            for part, off in p.commit_to.items():
-                self._writable_commits[part] = max(off, self._writable_commits.get(part, off))
-        self.stored_events += len(p.events)
-        self.stats_rows += len(p.closed)
-        self.flushes += 1
 
     def _commit_written(self) -> None:
         """Commit the offsets of the batches the writer has finished."""
-        with self._commits_lock:
-            ready, self._writable_commits = self._writable_commits, {}
+        ready = self.writer.take_commits()
         if self._consumer is None or not ready:
             return
         advance = {part: off for part, off in ready.items() if off > self._committed.get(part, -1)}
@@ -531,92 +433,83 @@ class IngestLoop:
             # commit and the deduplication token keeps the events table exact.
             log.warning("offset commit failed: %s", exc)
 
+    def _measure_lag(self) -> None:
+        """Once a second: high watermark (as last fetched, no request) minus position."""
+        now = time.monotonic()
+        if self._consumer is None or now - self._lag_at < 1.0:
+            return
+        self._lag_at = now
+        lag: dict[int, int] = {}
+        for tp in self._consumer.position(self._consumer.assignment()):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and tp.offset >= 0:
+                lag[tp.partition] = max(0, high - tp.offset)
+        self.consumer_lag = lag  # replaced whole: the scrape reads it from another thread
+
+    # -- rebalances ----------------------------------------------------------------------
+
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Learn from ClickHouse what a previous run already stored and closed."""
         self.assignments += 1
         self._wait_written()
-        self._stored = self._retry(lambda: self.sink.stored_offsets(self.topic))
-        closed_until = self._retry(self.sink.closed_until)
-        self.pipeline.aggregator.restore_closed_until(closed_until)
-        self._warm_up(closed_until)
-        for tp in partitions:
-            self.pipeline.aggregator.assign_partition(tp.partition)
-        log.info("assigned %s; stored up to %s", [tp.partition for tp in partitions], self._stored)
+        assigned = {tp.partition for tp in partitions}
+        self._drop_moved(self._revoked - assigned)
+        self._stored = self.warm_up.stored_offsets()
+        closed_until = self.warm_up.closed_until()
+        self.stage.restore_closed_until(closed_until)
+        restored = self.warm_up.restore(self.stage, closed_until)
+        if restored is not None:
+            self._send_again(restored)
+        self.stage.assign(sorted(assigned))
+        log.info("assigned %s; stored up to %s", sorted(assigned), self._stored)
 
-    def _warm_up(self, closed_until: float) -> None:
-        """Give the detectors and breakers back their history once, on the first assignment."""
-        if self._warmed_up:
-            return
-        self._warmed_up = True
-        self._warm_up_breakers()
-        if self.engine is None or closed_until == float("-inf"):
-            return  # no minute was ever closed: the detectors have nothing to remember
-        history = self._retry(
-            lambda: self.sink.recent_buckets(closed_until - 60.0 * WARM_UP_MINUTES)
-        )
-        transitions = self.engine.observe(history)
-        again = [t.alert for t in transitions if t.at > closed_until - RESEND_AFTER_RESTART_S]
-        self.firing = self.engine.firing()
-        # Every alert still open goes out again too, whenever it fired: a crash can
-        # fall between writing a minute and acknowledging its alert, and later
-        # minutes may have been written by a run that was itself killed before
-        # sending anything (seen in test_crash_recovery). A repeat has the same
-        # fingerprint and starts_at.
-        resent = {(a.fingerprint, a.status) for a in again}
-        again += [a for a in self.firing if (a.fingerprint, a.status) not in resent]
-        if again:
+    def _send_again(self, restored: Restored) -> None:
+        """After the first assignment's warm-up: what a crash may have left unsent."""
+        if restored.breakers:
             self.pending.start_clock()
-            self.pending.alerts.extend(again)
+            self.pending.breakers.extend(restored.breakers)
+            if self.breakers is not None:
+                self.breakers.publish(restored.breakers)
+        if self.stage.engine is not None:
+            self.firing = restored.firing
+        if restored.alerts:
+            self.pending.start_clock()
+            self.pending.alerts.extend(restored.alerts)
         if self.firing and self.on_restored is not None:
             self.on_restored(self.firing)
-        log.info(
-            "detectors warmed up on %d minutes; %d alerts open, %d sent again",
-            len(history),
-            len(self.firing),
-            len(again),
-        )
-
-    def _warm_up_breakers(self) -> None:
-        """Rebuild per-trace and per-route breaker state from the events stored recently.
-
-        Every event the board judged before the restart is in ClickHouse (events
-        are stored before their offsets commit), so the board sees each once:
-        these from storage, the rest from Kafka. The open breakers are published
-        again (the topic is compacted: a repeat of the latest state is harmless).
-        """
-        if self.board is None:
-            return
-        lookback = BREAKER_WARM_UP_S + self.settings.worker.allowed_lateness_s
-        history = self._retry(lambda: self.sink.recent_events(self.topic, lookback))
-        if not history:
-            return
-        self.board.observe(history)
-        self.board.advance(self.board.now)
-        still_open = self.board.open_signals()
-        if still_open:
-            self.pending.start_clock()
-            self.pending.breakers.extend(still_open)
-            if self.breakers is not None:
-                self.breakers.publish(still_open)
-        log.info(
-            "breakers warmed up on %d events; %d traces tracked, %d breakers open",
-            len(history),
-            len(self.board),
-            len(still_open),
-        )
 
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Write everything read so far before the partitions go (the hand-over).
+
+        The eager protocol revokes every partition at every rebalance, and with one
+        worker they all come straight back: their state is kept until the next
+        assignment says which of them really moved (``_drop_moved``).
+        """
         held, self._handing = self._handing, None
         if held is not None:  # a rebalance while _give waited: written before revoking
-            self._jobs.put(held)
+            self.writer.put(held, timeout=None)
         self._hand_off()
         self._wait_written()
-        for tp in partitions:
-            self.pipeline.aggregator.forget_partition(tp.partition)
+        gone = [tp.partition for tp in partitions]
+        self.stage.release(gone)
+        for partition in gone:
             for state in (self._eof_since, self._next, self._committed):
-                state.pop(tp.partition, None)
+                state.pop(partition, None)
+        self._revoked.update(gone)
+
+    def _drop_moved(self, moved: Collection[int]) -> None:
+        """Partitions revoked and not assigned back: another worker owns them now."""
+        self._revoked.clear()
+        if not moved:
+            return
+        forgotten = self.stage.revoke(moved)
+        for partition in moved:  # if it comes back, it is read again from its commit point
+            self._read_through.pop(partition, None)
+        log.info("partitions %s moved away: %d of their event ids forgotten", moved, forgotten)
 
     def _make_consumer(self) -> Consumer:
+        if self._consumer_factory is not None:
+            return self._consumer_factory()
         k = self.settings.kafka
         return Consumer(
             {
@@ -634,6 +527,9 @@ class IngestLoop:
                 "queued.max.messages.kbytes": 256 * 1024,
             }
         )
+
+    def _observe_write(self, table: str, seconds: float) -> None:
+        self.observe_write(table, seconds)  # looked up per call: the worker sets it later
 
     @staticmethod
     def _ends(messages: list[Any]) -> list[int]:
