@@ -43,9 +43,11 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     ensure_topics(settings.kafka)
     configured = settings.worker.token
     token = configured.get_secret_value() if configured is not None else new_token()
-    token_file = write_token_file(settings.home, token)  # before any view can answer
     sink = ClickHouseSink(settings.clickhouse).connect()
     app, service = build_app(settings, sink, token=token)
+    # after the store opened (a second worker on this home stops there, and must not
+    # replace the running one's token) and before the web server starts
+    token_file = write_token_file(settings.home, token)
     run_file = settings.home / "worker.json"
     _write_run_file(run_file, settings, token_file)
     try:
