@@ -11,8 +11,10 @@ import stat
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
-from tracewatch.config import WorkerSettings
+from tracewatch.config import Settings, WorkerSettings
+from tracewatch.errors import ServiceUnavailable
 from tracewatch.streams.web_access import (
     AccessPolicy,
     allowed_hosts,
@@ -22,11 +24,14 @@ from tracewatch.streams.web_access import (
     check_token,
     is_open_path,
 )
+from tracewatch.streams.worker import dashboard_url, worker_headers
 from tracewatch.streams.worker_token import (
     TOKEN_FILE,
+    authorization_header,
     new_token,
     read_token,
     remove_token_file,
+    resolve_token,
     write_token_file,
 )
 
@@ -290,3 +295,43 @@ def test_the_token_setting_never_prints() -> None:
     assert "fixed-token-for-prometheus" not in repr(settings)
     assert settings.token is not None
     assert settings.token.get_secret_value() == "fixed-token-for-prometheus"
+
+
+@pytest.mark.parametrize("value", ["short", "x" * 15, "has space " * 3, "t\u00f6ken" * 8])
+def test_a_weak_or_odd_token_setting_is_refused_without_echoing_it(value: str) -> None:
+    with pytest.raises(ValueError, match="TRACEWATCH_WORKER_TOKEN") as caught:
+        WorkerSettings(token=value)
+    assert value not in str(caught.value)
+
+
+def test_the_cli_sends_the_setting_before_the_file(tmp_path: Path) -> None:
+    write_token_file(tmp_path, "from-the-file")
+    assert resolve_token(tmp_path, None) == "from-the-file"
+    assert resolve_token(tmp_path, SecretStr("from-the-setting-0123")) == "from-the-setting-0123"
+    assert authorization_header("abc") == {"Authorization": "Bearer abc"}
+    assert authorization_header(None) == {}
+
+
+def test_the_dashboard_link_carries_the_token_quoted_in_the_fragment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRACEWATCH_HOME", str(tmp_path))
+    monkeypatch.setenv("TRACEWATCH_WORKER_TOKEN", "a+b/c#d&e=f%g-0123456")
+    settings = Settings()
+    url = dashboard_url(settings, {"url": "http://127.0.0.1:6066"})
+    assert url == "http://127.0.0.1:6066/dashboard#token=a%2Bb%2Fc%23d%26e%3Df%25g-0123456"
+    assert worker_headers(settings) == {"Authorization": "Bearer a+b/c#d&e=f%g-0123456"}
+
+
+def test_an_unreadable_token_file_says_whose_worker_it_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRACEWATCH_HOME", str(tmp_path))
+    write_token_file(tmp_path, "someone-elses-token")
+
+    def refuse(*args: object, **kwargs: object) -> str:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_text", refuse)
+    with pytest.raises(ServiceUnavailable, match="started by another user"):
+        worker_headers(Settings())
