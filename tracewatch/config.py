@@ -28,6 +28,7 @@ __all__ = [
     "KafkaSettings",
     "OtlpSettings",
     "PricingSettings",
+    "QuerySettings",
     "Settings",
     "WorkerSettings",
     "home_dir",
@@ -145,6 +146,35 @@ class ClickHouseSettings(BaseSettings):
     @property
     def embedded(self) -> bool:
         return self.resolved_dsn().startswith("chdb://")
+
+
+class QuerySettings(BaseSettings):
+    """Limits of every read through ``ClickHouseReader``: ``tracewatch query``, the
+    worker's ``/query`` and the dashboard's ``/api/*`` views.
+
+    They are set on the reader's own session before ``readonly=1``, so no query can
+    raise them afterwards (a ``SETTINGS`` clause is refused). Defaults fit a laptop
+    next to a running worker: the daily queries over a day of events take well under
+    a second, so a query near these limits is a mistake, not a question.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_QUERY_", env_file=".env", extra="ignore"
+    )
+
+    #: a query still running after this long is stopped (ClickHouse ``max_execution_time``):
+    #: a 10^9-row aggregate otherwise held a core for ~50 s after its client had gone
+    max_execution_time_s: float = Field(default=10.0, gt=0)
+    #: more result rows than this is an error, not a truncated answer (``max_result_rows``
+    #: with ``result_overflow_mode=throw``): 20 million rows took 2.3 GB of the worker's
+    #: memory as Python objects; 100 000 is more than a chart or a terminal shows
+    max_result_rows: int = Field(default=100_000, ge=1)
+    #: the same bound in bytes (``max_result_bytes``, ClickHouse's uncompressed count): room
+    #: for 100 000 rows of about 670 bytes, more than any daily query's rows take
+    max_result_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    #: memory one query may use inside ClickHouse (``max_memory_usage``): a uniqExact over
+    #: 10^9 rows stops at 1 GiB instead of taking the worker's RAM with it
+    max_memory_bytes: int = Field(default=1024 * 1024 * 1024, ge=16 * 1024 * 1024)
 
 
 class WorkerSettings(BaseSettings):
@@ -297,6 +327,7 @@ class Settings:
         alertmanager: AlertmanagerSettings | None = None,
         pricing: PricingSettings | None = None,
         otlp: OtlpSettings | None = None,
+        query: QuerySettings | None = None,
     ) -> None:
         try:
             self.kafka = kafka or KafkaSettings()
@@ -306,6 +337,7 @@ class Settings:
             self.alertmanager = alertmanager or AlertmanagerSettings()
             self.pricing = pricing or PricingSettings()
             self.otlp = otlp or OtlpSettings()
+            self.query = query or QuerySettings()
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise ConfigError(f"invalid setting: {exc}") from exc
         if self.worker.app_id == self.kafka.consumer_group:

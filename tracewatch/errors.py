@@ -2,6 +2,7 @@
 
     TracewatchError
     ├── ConfigError          settings or CLI input that cannot work; message says how to fix it
+    │   └── QueryRefused     a query the read-only reader will not run, or stopped at a limit
     ├── InvalidEvent         a trace event that breaks the contract (carries a short reason code)
     ├── SinkError            an external store refused or could not take a batch
     │   └── SinkBackpressure a sink asks the caller to retry after ``retry_after`` seconds
@@ -17,6 +18,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "InvalidEvent",
+    "QueryRefused",
     "ServiceUnavailable",
     "SinkBackpressure",
     "SinkError",
@@ -30,6 +32,11 @@ class TracewatchError(Exception):
 
 class ConfigError(TracewatchError):
     """Settings or arguments that cannot work; the message says what to change."""
+
+
+class QueryRefused(ConfigError):
+    """A query that is not one SELECT over the tracewatch tables, or that hit a limit
+    (time, result rows, memory); the message says which and what to change."""
 
 
 class InvalidEvent(TracewatchError):

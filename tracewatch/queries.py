@@ -2,7 +2,10 @@
 
 Every value that comes from a user (route names, time ranges, limits) is bound
 as a server-side parameter (``{name:Type}``); the only text spliced into SQL is
-a statistic name checked against a fixed list.
+a statistic name checked against a fixed list. Named and free-form queries take
+the same road: the worker's ``/query``, or, with no worker running, a
+``ClickHouseReader`` of this process; either way one guarded, limited, read-only
+SELECT (``tracewatch.sinks.clickhouse_reader``).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tracewatch.config import KafkaSettings, Settings
-from tracewatch.errors import ConfigError, ServiceUnavailable
+from tracewatch.errors import ConfigError, QueryRefused, ServiceUnavailable
 from tracewatch.schemas.alert import Alert
 from tracewatch.sinks.clickhouse import ClickHouseSink, QueryResult
+from tracewatch.sinks.clickhouse_reader import ClickHouseReader
 from tracewatch.sinks.clickhouse_schema import COST_SCALE
 from tracewatch.streams.worker import read_run_file, worker_headers
 
@@ -316,6 +320,7 @@ class QueryClient:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._sink: ClickHouseSink | None = None
+        self._reader: ClickHouseReader | None = None
 
     def run(self, sql: str, parameters: Mapping[str, Any] | None = None) -> QueryResult:
         params = {
@@ -328,13 +333,23 @@ class QueryClient:
         worker = read_run_file(self.settings.home) if self.settings.clickhouse.embedded else None
         if worker is not None:
             return self._via_worker(str(worker["url"]), sql, params, worker_headers(self.settings))
-        if self._sink is None:
-            self._sink = ClickHouseSink(self.settings.clickhouse).connect()
-        return self._sink.query(sql, params)
+        return self._open_reader().query(sql, params)
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if self._sink is not None:
             self._sink.close()
+
+    def _open_reader(self) -> ClickHouseReader:
+        """The store opened here (no worker holds it): the writer's ``connect`` creates the
+        tables of a fresh store, then every query goes through a reader of its own."""
+        if self._reader is None:
+            if self._sink is None:
+                self._sink = ClickHouseSink(self.settings.clickhouse).connect()
+            self._reader = ClickHouseReader(self.settings.clickhouse, self.settings.query)
+            self._reader.connect()
+        return self._reader
 
     @staticmethod
     def _via_worker(
@@ -349,6 +364,8 @@ class QueryClient:
             with urllib.request.urlopen(request, timeout=60) as response:
                 payload = json.loads(response.read())
         except urllib.error.HTTPError as exc:
+            if exc.code == 400:  # the worker refused the query, or ClickHouse failed it
+                raise QueryRefused(_error_text(exc)) from None
             raise ServiceUnavailable(f"query failed in the worker: {_error_text(exc)}") from None
         except (urllib.error.URLError, TimeoutError) as exc:
             raise ServiceUnavailable(f"the worker at {url} did not answer: {exc}") from None

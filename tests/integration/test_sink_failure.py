@@ -43,6 +43,10 @@ EVENT_RATE_PER_S = 250.0
 WORKER_ENV = {
     "TRACEWATCH_WORKER_ALLOWED_LATENESS_S": "2",
     "TRACEWATCH_WORKER_MAX_POLL_INTERVAL_S": "10",
+    # the final check reads every stored event id through /query: more than the
+    # default 100 000 result rows a query may return
+    "TRACEWATCH_QUERY_MAX_RESULT_ROWS": "2000000",
+    "TRACEWATCH_QUERY_MAX_RESULT_BYTES": str(512 * 1024 * 1024),
 }
 N_MAX = 400_000  # more than the run can send: the thread is stopped, not exhausted
 OUTAGE_S = 40.0  # four times max.poll.interval

@@ -1,8 +1,8 @@
 """The SQL behind the dashboard's JSON endpoints, and the shaping of its answers.
 
 Pure: strings, parameters and plain rows in, JSON-ready dicts out; the views run
-the SQL through ``ClickHouseSink.query`` with every user value bound as a
-server-side parameter (``{name:Type}``), never spliced.
+the SQL through ``ClickHouseReader.query`` (guarded, read-only) with every user
+value bound as a server-side parameter (``{name:Type}``), never spliced.
 
 Where a series comes from:
 

@@ -9,8 +9,9 @@
   the latest minute per key in a table with a changelog.
 - Web views on localhost: ``/status`` (counters), ``/metrics`` (Prometheus) and
   ``/health`` (streams/metrics.py), ``/stats`` (latest minute per key), ``/alerts``
-  (open alerts), ``/query`` (read-only SQL with bound parameters; how
-  ``tracewatch query`` reaches an embedded chDB that this process holds open).
+  (open alerts), ``/query`` (one guarded, limited SELECT with bound parameters on
+  a read-only ClickHouse session of its own, never the writer's: how ``tracewatch
+  query`` reaches an embedded chDB that this process holds open).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tracewatch.detectors.judges import load_judges
 from tracewatch.errors import TracewatchError
 from tracewatch.schemas.alert import Alert
 from tracewatch.sinks.alertmanager import AlertmanagerService
-from tracewatch.sinks.clickhouse import ClickHouseSink
+from tracewatch.sinks.clickhouse import ClickHouseSink, QueryResult
+from tracewatch.sinks.clickhouse_reader import ClickHouseReader
 from tracewatch.sinks.kafka_alerts import AlertPublisher
 from tracewatch.sinks.kafka_breakers import BreakerPublisher
 from tracewatch.sinks.kafka_stats import StatsPublisher
@@ -87,11 +89,18 @@ class IngestService(mode.Service):
 
 
 def build_app(
-    settings: Settings, sink: ClickHouseSink, *, token: str | None = None
+    settings: Settings,
+    sink: ClickHouseSink,
+    reader: ClickHouseReader | None = None,
+    *,
+    token: str | None = None,
 ) -> tuple[faust.App, IngestService]:
-    """The worker's app; ``token`` is the web views' (a random one if not given)."""
+    """The worker's app; ``sink`` writes, ``reader`` (one of its own if not given, opened
+    at its first query) serves ``/query`` and the dashboard; ``token`` is the web views'
+    (a random one if not given)."""
     w = settings.worker
     access = worker_access(settings, token)  # Host, Origin, token, content type: every view
+    reads = reader or ClickHouseReader(settings.clickhouse, settings.query)
     app = faust.App(
         w.app_id,
         broker=settings.kafka.faust_broker_url(),
@@ -175,18 +184,22 @@ def build_app(
                 sql, parameters = str(payload["sql"]), dict(payload.get("parameters") or {})
             except (ValueError, KeyError, TypeError):
                 return self.json({"error": 'send {"sql": "...", "parameters": {...}}'}, status=400)
+            loop = asyncio.get_running_loop()
             try:
-                result = await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: sink.query(sql, parameters)
-                )
+                result = await loop.run_in_executor(None, lambda: reads.query(sql, parameters))
             except TracewatchError as exc:
                 return self.json({"error": str(exc)}, status=400)
-            body = json.dumps({"columns": result.columns, "rows": result.rows}, default=_jsonable)
-            return self.bytes(body.encode(), content_type="application/json")
+            # encoded off the event loop too: 100 000 rows take a while as JSON
+            body = await loop.run_in_executor(None, _encode, result)
+            return self.bytes(body, content_type="application/json")
 
-    register_dashboard(app, settings, sink, service)  # /dashboard and its /api/* views
+    register_dashboard(app, settings, reads, service)  # /dashboard and its /api/* views
     register_metrics(app, service, alertmanager, w.health_sink_error_s, access.collector())
     return app, service
+
+
+def _encode(result: QueryResult) -> bytes:
+    return json.dumps({"columns": result.columns, "rows": result.rows}, default=_jsonable).encode()
 
 
 def _jsonable(value: object) -> object:

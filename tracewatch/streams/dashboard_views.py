@@ -40,7 +40,7 @@ from tracewatch.errors import ConfigError, TracewatchError
 from tracewatch.queries import parse_time
 from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.breaker import BreakerSignal
-from tracewatch.sinks.clickhouse import ClickHouseSink
+from tracewatch.sinks.clickhouse_reader import ClickHouseReader
 
 __all__ = ["MarkerFeed", "register_dashboard"]
 
@@ -124,10 +124,11 @@ class MarkerFeed(mode.Service):
 
 
 def register_dashboard(
-    app: faust.App, settings: Settings, sink: ClickHouseSink, service: mode.Service
+    app: faust.App, settings: Settings, reader: ClickHouseReader, service: mode.Service
 ) -> MarkerHistory:
     """Add the dashboard's views to ``app``; ``service`` is the ingest service (its
-    ``ingest`` has the open alerts and breakers), and runs the marker feed with it."""
+    ``ingest`` has the open alerts and breakers), and runs the marker feed with it.
+    Reads go through ``reader`` (guarded, limited, read-only; never the writer's session)."""
     history = MarkerHistory()
     service.add_dependency(MarkerFeed(settings.kafka, history))
     database = settings.clickhouse.database
@@ -135,7 +136,7 @@ def register_dashboard(
 
     async def query(sql: str, parameters: dict[str, Any]) -> list[tuple[Any, ...]]:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, lambda: sink.query(sql, parameters))
+        result = await loop.run_in_executor(None, lambda: reader.query(sql, parameters))
         return result.rows
 
     @app.page("/api/routes", name="dashboard_routes")
