@@ -335,3 +335,15 @@ def test_an_unreadable_token_file_says_whose_worker_it_is(
     monkeypatch.setattr(Path, "read_text", refuse)
     with pytest.raises(ServiceUnavailable, match="started by another user"):
         worker_headers(Settings())
+
+
+@pytest.mark.parametrize("web_host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "10.0.0.7"])
+def test_the_address_in_the_run_file_is_one_the_guard_serves(web_host: str) -> None:
+    """The CLI connects to the run file's URL; its Host header must pass the guard,
+    also when the worker binds a wildcard address."""
+    from urllib.parse import urlsplit
+
+    from tracewatch.streams.worker import _client_host
+
+    authority = urlsplit(f"http://{_client_host(web_host)}:7000").netloc
+    assert check_host(authority, allowed_hosts(web_host, 7000)) is None

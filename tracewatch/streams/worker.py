@@ -9,6 +9,7 @@ ask for (streams/web_access.py); ``worker_headers`` is how a CLI command sends i
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -19,7 +20,6 @@ from urllib.parse import quote
 from tracewatch.config import Settings
 from tracewatch.errors import ServiceUnavailable
 from tracewatch.sinks.clickhouse import ClickHouseSink
-from tracewatch.sinks.clickhouse_reader import ClickHouseReader
 from tracewatch.streams.topics import ensure_topics
 from tracewatch.streams.worker_token import (
     authorization_header,
@@ -44,9 +44,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     ensure_topics(settings.kafka)
     configured = settings.worker.token
     token = configured.get_secret_value() if configured is not None else new_token()
-    sink = ClickHouseSink(settings.clickhouse).connect()  # creates the tables: first
-    reader = ClickHouseReader(settings.clickhouse, settings.query).connect()
-    app, service = build_app(settings, sink, reader, token=token)
+    sink = ClickHouseSink(settings.clickhouse).connect()
+    app, service = build_app(settings, sink, token=token)
     # after the store opened (a second worker on this home stops there, and must not
     # replace the running one's token) and before the web server starts
     token_file = write_token_file(settings.home, token)
@@ -63,7 +62,6 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     finally:
         run_file.unlink(missing_ok=True)
         remove_token_file(settings.home)
-        reader.close()
         sink.close()
 
 
@@ -108,7 +106,19 @@ def _write_run_file(path: Path, settings: Settings, token_file: Path) -> None:
     w = settings.worker
     info = {
         "pid": os.getpid(),
-        "url": f"http://{w.web_host}:{w.web_port}",
+        "url": f"http://{_client_host(w.web_host)}:{w.web_port}",
         "token_file": str(token_file),
     }
     path.write_text(json.dumps(info))
+
+
+def _client_host(web_host: str) -> str:
+    """Where a client on this machine connects: a wildcard bind address (0.0.0.0, ::)
+    is no host name, and the web guard refuses it as a ``Host``; loopback is served."""
+    try:
+        address = ipaddress.ip_address(web_host.strip("[]"))
+    except ValueError:
+        return web_host
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "[::1]"
+    return f"[{address}]" if address.version == 6 else web_host
