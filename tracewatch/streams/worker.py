@@ -20,6 +20,7 @@ from urllib.parse import quote
 from tracewatch.config import Settings
 from tracewatch.errors import ServiceUnavailable
 from tracewatch.sinks.clickhouse import ClickHouseSink
+from tracewatch.sinks.clickhouse_reader import ClickHouseReader
 from tracewatch.streams.topics import ensure_topics
 from tracewatch.streams.worker_token import (
     authorization_header,
@@ -44,8 +45,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     ensure_topics(settings.kafka)
     configured = settings.worker.token
     token = configured.get_secret_value() if configured is not None else new_token()
-    sink = ClickHouseSink(settings.clickhouse).connect()
-    app, service = build_app(settings, sink, token=token)
+    sink = ClickHouseSink(settings.clickhouse).connect()  # creates the tables: first
+    reader = ClickHouseReader(settings.clickhouse, settings.query).connect()
+    app, service = build_app(settings, sink, reader, token=token)
     # after the store opened (a second worker on this home stops there, and must not
     # replace the running one's token) and before the web server starts
     token_file = write_token_file(settings.home, token)
@@ -62,6 +64,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     finally:
         run_file.unlink(missing_ok=True)
         remove_token_file(settings.home)
+        reader.close()
         sink.close()
 
 
