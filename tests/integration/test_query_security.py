@@ -240,8 +240,22 @@ def test_a_runaway_query_is_cut_off_and_ingestion_goes_on(running: Running) -> N
     running.assert_ingesting()
 
 
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
 def test_a_huge_result_is_refused_by_the_row_limit(running: Running) -> None:
-    error = running.refused("SELECT number FROM numbers(2000000)")
+    """20 million rows once took the worker 2.3 GB and blocked its event loop ~7 s."""
+    pid = running.worker.proc.pid
+    before, started = rss_mb(pid), time.monotonic()
+    error = running.refused("SELECT number FROM numbers(20000000)")
+    took, grown = time.monotonic() - started, rss_mb(pid) - before
     assert "TRACEWATCH_QUERY_MAX_RESULT_ROWS" in error, error
+    print(f"\n20 million rows refused after {took:.2f} s, worker RSS +{grown:.0f} MB")
+    assert took < 5 and grown < 300, (took, grown)
     assert len(running.ask("SELECT number FROM numbers(1000)").rows) == 1000
     running.assert_ingesting()
