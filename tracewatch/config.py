@@ -313,6 +313,14 @@ class OtlpSettings(BaseSettings):
     route_attributes: tuple[str, ...] = ("tracewatch.route", "http.route", "gen_ai.agent.name")
     #: how long a request waits for Kafka to acknowledge its events before answering 503
     flush_timeout_s: float = Field(default=10.0, gt=0)
+    #: request bodies (after decompression) read and parsed at once; a request that would
+    #: go over waits ``inflight_wait_s``, then gets 429 with Retry-After (exporters retry).
+    #: A body costs about 10x its size while parsed and mapped: 16 requests of 2 MB at once
+    #: took the receiver from 65 to 406 MB (tests/integration/test_otlp_hostile.py); two
+    #: full-size bodies keep it near 150 MB. One request is always admitted.
+    max_inflight_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    #: how long a request waits for room in ``max_inflight_bytes`` before its 429
+    inflight_wait_s: float = Field(default=2.0, ge=0)
 
 
 class Settings:

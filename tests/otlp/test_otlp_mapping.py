@@ -574,3 +574,34 @@ def test_the_mapping_imports_no_io_library() -> None:
             roots.add(node.module.split(".")[0])
     assert not roots & {"aiohttp", "confluent_kafka", "faust", "aiokafka", "clickhouse_connect"}
     assert "google" in roots  # the check sees imports
+
+
+def test_a_span_whose_arguments_nest_too_deeply_is_rejected_alone() -> None:
+    nested = "[" * 100_000 + "]" * 100_000
+    deep = span({"gen_ai.tool.name": "t", "gen_ai.tool.call.arguments": nested}, span_id=2)
+    result = map_request(request(span(CHAT, span_id=1), deep, span(CHAT, span_id=3)))
+    assert [e["span_id"] for e in result.events] == [f"{1:016x}", f"{3:016x}"]
+    [reason] = result.rejected
+    assert f"{2:016x}" in reason and "nested" in reason
+
+
+def test_json_spans_with_bad_ids_are_rejected_alone_when_asked() -> None:
+    chat = [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]
+    good = {"traceId": TRACE.hex(), "endTimeUnixNano": "5", "name": "s", "attributes": chat}
+    spans = [
+        {**good, "spanId": f"{1:016x}"},
+        {**good, "spanId": "abc"},
+        {**good, "spanId": f"{3:016x}", "traceId": "00ff"},
+        {**good, "spanId": f"{4:016x}", "links": [{"traceId": TRACE.hex(), "spanId": "x"}]},
+        {**good, "spanId": f"{5:016x}"},
+    ]
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}).encode()
+    with pytest.raises(OtlpDecodeError, match="spanId"):
+        parse_json_request(body)  # the strict form, as before
+    problems: dict[tuple[int, int, int], str] = {}
+    result = map_request(parse_json_request(body, problems), problems=problems)
+    assert [e["span_id"] for e in result.events] == [f"{1:016x}", f"{5:016x}"]
+    assert len(result.rejected) == 3
+    assert "span 1: spanId 'abc'" in result.rejected[0]
+    assert "span 2: traceId '00ff'" in result.rejected[1]
+    assert "a link of span 3: spanId 'x'" in result.rejected[2]

@@ -193,3 +193,90 @@ def test_only_post_on_the_traces_path() -> None:
             assert response.status == 404
 
     against_receiver(call)
+
+
+def _gzip_cases() -> dict[str, bytes]:
+    http_only = export(span(1, http__route="/x"), span(2, http__route="/y")).SerializeToString()
+    whole = gzip.compress(http_only)
+    bad_crc = bytearray(whole)
+    bad_crc[-8] ^= 0xFF  # the CRC32 of the trailer
+    return {
+        "no trailer (CRC, size)": whole[:-8],
+        "cut in the middle": whole[: len(whole) // 2],
+        "wrong CRC": bytes(bad_crc),
+        "trailing garbage": whole + b"garbage",
+        "header only": whole[:10],
+    }
+
+
+@pytest.mark.parametrize("case", list(_gzip_cases()))
+def test_a_gzip_stream_that_is_not_whole_is_400(case: str) -> None:
+    body = _gzip_cases()[case]
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, answer, _ = await post(session, url, body, PROTOBUF, **{"Content-Encoding": "gzip"})
+        assert code == 400, case
+        assert "gzip" in status_of(answer, PROTOBUF).message
+
+    receiver = against_receiver(call)
+    assert receiver.counters.spans == 0
+
+
+def test_gzip_members_in_a_row_are_one_body() -> None:
+    """RFC 1952: a gzip file may hold several members; their data is concatenated."""
+    first = export(span(1, http__route="/x")).SerializeToString()
+    second = export(span(2, http__route="/y")).SerializeToString()
+    body = gzip.compress(first) + gzip.compress(second)  # protobuf: concatenation merges
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, _, _ = await post(session, url, body, PROTOBUF, **{"Content-Encoding": "gzip"})
+        assert code == 200
+
+    receiver = against_receiver(call)
+    assert (receiver.counters.spans, receiver.counters.ignored) == (2, 2)
+
+
+def test_a_gzip_bomb_is_413_without_inflating_it() -> None:
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        code, _, _ = await post(session, url, bomb, PROTOBUF, **{"Content-Encoding": "gzip"})
+        assert code == 413
+
+    against_receiver(call)
+
+
+def test_requests_over_the_memory_budget_wait_then_get_429_with_retry_after() -> None:
+    """The budget admits one request at a time here; the others wait, then are told to
+    come back (429 and Retry-After, which OTLP exporters retry) rather than all being
+    read and parsed at once."""
+    body = export(*(span(i + 1, http__route="/x") for i in range(200))).SerializeToString()
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        receiver.budget.hold(len(body))  # as if another request were being read
+        try:
+            code, answer, headers = await post(session, url, body, PROTOBUF)
+        finally:
+            receiver.budget.release(len(body))
+        assert code == 429 and int(headers["Retry-After"]) >= 1
+        status = status_of(answer, PROTOBUF)
+        assert status.code == code_pb2.RESOURCE_EXHAUSTED
+        assert "TRACEWATCH_OTLP_MAX_INFLIGHT_BYTES" in status.message
+        code, _, _ = await post(session, url, body, PROTOBUF)  # the budget is free again
+        assert code == 200
+
+    otlp = OtlpSettings(port=0, max_inflight_bytes=len(body), inflight_wait_s=0.2)
+    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
+    quiet = {"message.timeout.ms": 1000, "log_level": 0}
+    receiver = OtlpReceiver(otlp, kafka, producer_config=quiet)
+
+    async def main() -> None:
+        url = await receiver.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                await call(session, url)
+        finally:
+            await receiver.stop()
+
+    asyncio.run(main())
+    assert receiver.counters.throttled == 1

@@ -93,6 +93,7 @@ __all__ = [
     "DEFAULT_ROUTE_ATTRIBUTES",
     "MappingResult",
     "OtlpDecodeError",
+    "SpanPosition",
     "args_hash",
     "map_request",
     "map_span",
@@ -183,15 +184,27 @@ def parse_protobuf_request(body: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
-    """An ``application/json`` body (OTLP/JSON: lowerCamelCase, hex ids, unknown fields ignored)."""
+#: where a span sits in an export request: (resource spans, scope spans, span) indexes
+SpanPosition = tuple[int, int, int]
+
+
+def parse_json_request(
+    body: bytes, problems: dict[SpanPosition, str] | None = None
+) -> ExportTraceServiceRequest:
+    """An ``application/json`` body (OTLP/JSON: lowerCamelCase, hex ids, unknown fields ignored).
+
+    A span (or one of its links) whose id is neither hex nor base64 of the right length
+    makes the whole body an ``OtlpDecodeError``, unless ``problems`` is given: then the
+    span's ids are cleared, the reason is put in ``problems`` at the span's position,
+    and ``map_request(..., problems=problems)`` rejects that span alone.
+    """
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise OtlpDecodeError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise OtlpDecodeError("an OTLP/JSON body is an object with resourceSpans")
-    _ids_to_base64(data)
+    _ids_to_base64(data, problems)
     request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(data, request, ignore_unknown_fields=True)
@@ -200,14 +213,28 @@ def parse_json_request(body: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def _ids_to_base64(data: dict[str, Any]) -> None:
+def _ids_to_base64(data: dict[str, Any], problems: dict[SpanPosition, str] | None) -> None:
     """Rewrite the ids of every span and link into the base64 protobuf's JSON parser expects."""
-    for resource_spans in _items(data, "resourceSpans", "resource_spans"):
-        for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
+    for r, resource_spans in enumerate(_items(data, "resourceSpans", "resource_spans")):
+        for s, scope_spans in enumerate(_items(resource_spans, "scopeSpans", "scope_spans")):
             for index, span in enumerate(_items(scope_spans, "spans", "spans")):
-                _fix_ids(span, f"span {index}")
-                for link in _items(span, "links", "links"):
-                    _fix_ids(link, f"a link of span {index}")
+                try:
+                    _fix_ids(span, f"span {index}")
+                    for link in _items(span, "links", "links"):
+                        _fix_ids(link, f"a link of span {index}")
+                except OtlpDecodeError as exc:
+                    if problems is None:
+                        raise
+                    problems[(r, s, index)] = str(exc)
+                    _clear_ids(span)
+
+
+def _clear_ids(span: dict[str, Any]) -> None:
+    """Empty every id of a span refused for its ids, so the rest of the body still parses."""
+    for obj in (span, *_items(span, "links", "links")):
+        for key in ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id"):
+            if key in obj:
+                obj[key] = ""
 
 
 def _items(container: object, camel: str, snake: str) -> Iterator[dict[str, Any]]:
@@ -254,17 +281,33 @@ def _id_bytes(text: str, size: int, where: str) -> bytes:
 def map_request(
     request: ExportTraceServiceRequest,
     route_attributes: Sequence[str] = DEFAULT_ROUTE_ATTRIBUTES,
+    problems: Mapping[SpanPosition, str] | None = None,
 ) -> MappingResult:
-    """Every span of an export request as a contract event dict (or a rejection)."""
+    """Every span of an export request as a contract event dict (or a rejection).
+
+    One span never fails the request: a span that cannot be mapped (``problems`` from
+    ``parse_json_request``, a value nested too deeply to read …) is rejected alone.
+    """
     result = MappingResult()
-    for resource_spans in request.resource_spans:
+    problems = problems or {}
+    for r, resource_spans in enumerate(request.resource_spans):
         resource = _attributes(resource_spans.resource.attributes)
-        for scope_spans in resource_spans.scope_spans:
-            for span in scope_spans.spans:
+        for s, scope_spans in enumerate(resource_spans.scope_spans):
+            for index, span in enumerate(scope_spans.spans):
+                problem = problems.get((r, s, index))
+                if problem is not None:
+                    result.rejected.append(problem)
+                    continue
                 try:
                     event = map_span(span, resource, route_attributes)
                 except _SpanError as exc:
                     result.rejected.append(str(exc))
+                    continue
+                except RecursionError:
+                    result.rejected.append(
+                        f"span {span.trace_id.hex()}/{span.span_id.hex()} ({span.name[:80]!r}): "
+                        "a value (tool call arguments?) is nested too deeply to read"
+                    )
                     continue
                 if event is None:
                     result.ignored += 1

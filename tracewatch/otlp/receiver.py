@@ -13,13 +13,26 @@ Answers, as the OTLP/HTTP spec has them, in the encoding of the request:
 
     200  ExportTraceServiceResponse; ``partial_success`` with ``rejected_spans``
          and an ``error_message`` when some spans could not become events
-    400  the body is not an ExportTraceServiceRequest (google.rpc.Status)
+    400  the body is not an ExportTraceServiceRequest (google.rpc.Status), or its
+         gzip stream is not whole (cut short, wrong CRC, bytes after it)
     413  the body (after decompression) is over ``TRACEWATCH_OTLP_MAX_BODY_BYTES``
-    415  a content type other than the two above
+    415  a content type other than the two above, or a Content-Encoding other than
+         gzip, deflate or none
+    429  the bodies in flight already fill ``TRACEWATCH_OTLP_MAX_INFLIGHT_BYTES`` and
+         none finished within ``TRACEWATCH_OTLP_INFLIGHT_WAIT_S`` (retryable, Retry-After)
     503  Kafka did not acknowledge in ``TRACEWATCH_OTLP_FLUSH_TIMEOUT_S`` (retryable)
 
+One bad span never fails its request: a span that cannot become an event (an id of
+the wrong length in OTLP/JSON, arguments nested too deeply to read, a value the
+contract refuses) is counted as rejected and named in ``partial_success``; the
+others are produced. Exporters do not retry a 400 or a 500, so failing the whole
+request would lose its good spans.
+
 One request is produced and flushed at a time: the flush is what makes the
-acknowledgement honest, and it also gives backpressure when Kafka is slow.
+acknowledgement honest, and it also gives backpressure when Kafka is slow. Bodies
+are read, inflated (``tracewatch.otlp.body``) and parsed within a memory budget
+(``tracewatch.otlp.budget``), so many large requests at once wait or are told to
+retry instead of taking the machine's memory.
 """
 
 from __future__ import annotations
@@ -33,7 +46,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestPayloadError
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -43,8 +55,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from tracewatch.config import KafkaSettings, OtlpSettings, Settings
 from tracewatch.errors import ConfigError, DeliveryError, InvalidEvent
+from tracewatch.otlp.body import ENCODINGS, BodyTooLarge, decode_body
+from tracewatch.otlp.budget import InflightBudget
 from tracewatch.otlp.mapping import (
     OtlpDecodeError,
+    SpanPosition,
     map_request,
     parse_json_request,
     parse_protobuf_request,
@@ -67,6 +82,8 @@ class ReceiverCounters:
     """Totals since start; ``spans == events + rejected + ignored``."""
 
     requests: int = 0
+    #: requests answered 429 because the memory budget stayed full
+    throttled: int = 0
     spans: int = 0
     events: int = 0
     rejected: int = 0
@@ -92,6 +109,7 @@ class OtlpReceiver:
         )
         self._route_attributes: Sequence[str] = tuple(otlp.route_attributes)
         self._lock = asyncio.Lock()
+        self.budget = InflightBudget(otlp.max_inflight_bytes)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -102,7 +120,8 @@ class OtlpReceiver:
 
     async def start(self) -> str:
         """Listen; returns the traces URL (with the real port when the setting is 0)."""
-        runner = web.AppRunner(self.app(), access_log=None)
+        # auto_decompress off: aiohttp would take a gzip stream cut short (tracewatch.otlp.body)
+        runner = web.AppRunner(self.app(), access_log=None, auto_decompress=False)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.settings.port)
         try:
@@ -140,23 +159,52 @@ class OtlpReceiver:
                 JSON,
             )
         encoding = request.content_type
+        compression = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if compression not in ENCODINGS:
+            return _status(
+                415,
+                code_pb2.INVALID_ARGUMENT,
+                f"unsupported Content-Encoding {compression!r}; send gzip or none",
+                encoding,
+            )
         limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
+        length = request.content_length
+        if length is not None and length > limit:
             return _too_large(limit, encoding)
+        # what the body will hold once read and inflated: known only without compression
+        reserved = length if length is not None and compression == "identity" else limit
+        if not await self.budget.acquire(reserved, self.settings.inflight_wait_s):
+            self.counters.throttled += 1
+            return _busy(self.settings.max_inflight_bytes, encoding)
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+            return await self._read_and_accept(request, encoding, compression, limit)
+        finally:
+            self.budget.release(reserved)
+
+    async def _read_and_accept(
+        self, request: web.Request, encoding: str, compression: str, limit: int
+    ) -> web.Response:
+        try:
+            body = decode_body(await request.read(), compression, limit)
+        except (web.HTTPRequestEntityTooLarge, BodyTooLarge):
             return _too_large(limit, encoding)
-        except RequestPayloadError as exc:  # e.g. a broken gzip stream
-            return _status(400, code_pb2.INVALID_ARGUMENT, f"cannot read the body: {exc}", encoding)
-        try:
-            export = _parse(body, encoding)
         except OtlpDecodeError as exc:
             return _status(400, code_pb2.INVALID_ARGUMENT, str(exc), encoding)
-        return await self._accept(export, encoding)
+        problems: dict[SpanPosition, str] = {}
+        try:
+            export = _parse(body, encoding, problems)
+        except OtlpDecodeError as exc:
+            return _status(400, code_pb2.INVALID_ARGUMENT, str(exc), encoding)
+        del body
+        return await self._accept(export, encoding, problems)
 
-    async def _accept(self, export: ExportTraceServiceRequest, encoding: str) -> web.Response:
-        result = map_request(export, self._route_attributes)
+    async def _accept(
+        self,
+        export: ExportTraceServiceRequest,
+        encoding: str,
+        problems: dict[SpanPosition, str],
+    ) -> web.Response:
+        result = map_request(export, self._route_attributes, problems)
         loop = asyncio.get_running_loop()
         async with self._lock:
             try:
@@ -195,10 +243,12 @@ class OtlpReceiver:
         return invalid
 
 
-def _parse(body: bytes, encoding: str) -> ExportTraceServiceRequest:
+def _parse(
+    body: bytes, encoding: str, problems: dict[SpanPosition, str]
+) -> ExportTraceServiceRequest:
     if encoding == PROTOBUF:
         return parse_protobuf_request(body)
-    return parse_json_request(body)
+    return parse_json_request(body, problems)
 
 
 def _summary(messages: list[str]) -> str:
@@ -214,6 +264,17 @@ def _too_large(limit: int, encoding: str) -> web.Response:
         f"the request body is over {limit} bytes (TRACEWATCH_OTLP_MAX_BODY_BYTES); "
         "export smaller batches (the batch span processor's max_export_batch_size)",
         encoding,
+    )
+
+
+def _busy(budget: int, encoding: str) -> web.Response:
+    return _status(
+        429,
+        code_pb2.RESOURCE_EXHAUSTED,
+        f"the receiver is reading {budget} bytes of other requests "
+        "(TRACEWATCH_OTLP_MAX_INFLIGHT_BYTES); retry later",
+        encoding,
+        retry_after=1,
     )
 
 
@@ -258,8 +319,10 @@ async def _serve(settings: Settings, ready: Callable[[str], None] | None) -> Non
         await receiver.stop()
         c = receiver.counters
         log.info(
-            "otlp receiver stopped: %d requests, %d spans: %d events, %d rejected, %d ignored",
+            "otlp receiver stopped: %d requests (%d throttled), %d spans: %d events, "
+            "%d rejected, %d ignored",
             c.requests,
+            c.throttled,
             c.spans,
             c.events,
             c.rejected,
