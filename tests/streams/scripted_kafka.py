@@ -168,7 +168,11 @@ class FakeStore:
         self.minutes += buckets
 
     def stored_offsets(self, topic: str) -> dict[int, int]:
-        return dict(self.stored)
+        """What a previous run stored (``stored``), then what was written here."""
+        out = dict(self.stored)
+        for _, part, off in self.events:
+            out[part] = max(off, out.get(part, off))
+        return out
 
     def closed_until(self) -> float:
         return self.closed

@@ -141,6 +141,30 @@ def test_a_rebalance_that_gives_everything_back_keeps_the_state(closing: Any) ->
     assert r.loop.stage.pipeline.recent_ids.repeats(["a"], [0]) == [0]  # still remembered
 
 
+def test_a_partition_that_moves_away_and_back_is_rebuilt_from_its_commit_point(
+    closing: Any,
+) -> None:
+    r = rig()
+    closing(r)
+    r.consumer.assign(0, 1)
+    r.consumer.append(0, event("a", T0 + 1), event("b", T0 + 2))
+    r.consumer.append(1, event("c", T0 + 3))
+    r.steps()
+    r.drain()
+    assert r.consumer.committed == {0: 0, 1: 0}  # minute 0 is open: held back
+    r.consumer.assign(1)  # partition 0 moves to another worker: its share goes with it
+    assert r.loop.stage.holdback() == {1: 0}
+    r.consumer.assign(0, 1)  # and comes back: read again from offset 0
+    r.consumer.append(0, event("d", T0 + 61))
+    r.consumer.append(1, event("e", T0 + 62))
+    r.steps(2)
+    r.drain()
+    (minute,) = [m for m in r.store.minutes if m.start == T0]
+    assert minute.stats.count == 3  # a, b, c: once each
+    assert [e[0] for e in r.store.events] == ["a", "b", "c", "d", "e"]  # nothing written twice
+    assert r.loop.status()["rejected_total"] == 0  # a, b are not duplicates of themselves
+
+
 def test_a_failed_write_is_retried_with_the_same_token_and_committed_once(
     closing: Any,
 ) -> None:
