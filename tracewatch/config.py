@@ -244,6 +244,13 @@ class DetectSettings(BaseSettings):
     drift: bool = False
     #: most routes whose detector state is kept; the least recently seen goes first
     max_routes: int = Field(default=10_000, ge=1)
+    #: per metric, the smallest step the automatic watches report, e.g.
+    #: ``{"latency_ms": 0.2, "score": 0.05}`` (relative for cost, latency and tokens,
+    #: absolute for ``score`` / ``score:<name>``); unset metrics keep the defaults
+    #: (0.15, 0.15, 0.2, 0.2, 0.03: README, "Without configuration")
+    min_effect: dict[str, float] = Field(default_factory=dict)
+    #: significance bar of the automatic step test (z of the window vs the local level)
+    step_min_z: float = Field(default=4.0, gt=0)
 
 
 class AlertmanagerSettings(BaseSettings):

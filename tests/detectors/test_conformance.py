@@ -37,11 +37,18 @@ def _value_and_baseline(rng: np.random.Generator, i: int) -> Args:
     return T0 + 60.0 * i, float(level * 400 * np.exp(0.3 * rng.standard_normal())), 400.0
 
 
+def _steps_and_weight(rng: np.random.Generator, i: int) -> Args:
+    level = 1.6 if i % 300 > 240 else 1.0
+    value = None if i % 97 == 0 else float(level * 400 * np.exp(0.05 * rng.standard_normal()))
+    return T0 + 60.0 * i, value, int(rng.integers(0, 300))
+
+
 #: name -> (non-default constructor arguments, one update's arguments for minute i)
 CASES: dict[str, tuple[dict[str, Any], Callable[[np.random.Generator, int], Args]]] = {
     "baseline": ({"window_minutes": 3, "direction": "both", "min_z": 3.0}, _value_and_weight),
     "error_rate": ({"baseline_minutes": 30, "alpha": 1e-3}, _errors_and_count),
     "drift": ({"delta": 0.01, "min_points": 20}, _value_and_baseline),
+    "step": ({"min_effect": 0.2, "window_minutes": 6}, _steps_and_weight),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -262,14 +263,16 @@ rules:
     def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
         call = normal_call(m, rng)
         if m >= 40:
-            call["output_tokens"] = int(rng.integers(120, 160))  # +40 %: under auto's 1.5x
+            call["output_tokens"] = int(rng.integers(120, 160))  # +40 %
         return call
 
     out = run(AlertEngine(rules=rules), stream(60, shape))
     assert [(t.alert.alertname, t.alert.status) for t in out[:1]] == [
         ("TokensVsBaseline", "firing")
     ]
-    assert not any(t.alert.alertname == "OutputTokensHigh" for t in out)
+    # the automatic step watch sees a +40 % step on 40 calls a minute too, after its hold
+    auto = [t for t in out if t.alert.alertname == "OutputTokensHigh"]
+    assert auto and auto[0].at > out[0].at
 
 
 def test_without_auto_detection_or_rules_nothing_is_watched() -> None:
@@ -394,3 +397,111 @@ rules:
     assert (alert.labels["detector"], alert.labels["severity"]) == ("drift", "warning")
     assert f"p50 cost per request on {ROUTE} shifted to 0." in alert.summary
     assert alert.threshold == pytest.approx(alert.baseline / 1.5)  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------- step watches
+
+
+def latency_times(factor: Callable[[int], float]) -> Shape:
+    def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
+        call = normal_call(m, rng)
+        call["latency_ms"] = factor(m) * float(call["latency_ms"])  # type: ignore[arg-type]
+        return call
+
+    return shape
+
+
+def test_a_40_percent_latency_step_on_a_busy_route_fires_within_minutes() -> None:
+    buckets = stream(130, latency_times(lambda m: 1.4 if m >= 100 else 1.0), per_minute=120)
+    firing = [t for t in run(AlertEngine(), buckets) if t.alert.status == "firing"]
+    assert [t.alert.alertname for t in firing] == ["LatencyP95High"]
+    assert 100 < minute_of(firing[0].at) <= 110
+    alert = firing[0].alert
+    assert alert.labels["detector"] == "baseline"  # the identity labels did not change
+    assert "x its baseline" in alert.summary and "z=" in alert.summary
+    assert "change_point" not in alert.labels  # nothing was deployed
+
+
+def test_a_daily_swing_and_a_slow_drift_do_not_fire() -> None:
+    def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
+        call = latency_times(lambda m: 1.0 + 0.5 * math.sin(2 * math.pi * (m + 300) / 1440))(m, rng)
+        call["cost_usd"] = (1.0 + 0.3 * m / 240) * float(call["cost_usd"])  # type: ignore[arg-type]
+        return call
+
+    assert run(AlertEngine(), stream(240, shape, per_minute=100)) == []
+
+
+def test_a_new_prompt_version_with_a_step_is_named_as_the_likely_change_point() -> None:
+    def key_at(m: int) -> KeyTuple:
+        return (ROUTE, "gpt-4o-mini", "v2" if m >= 100 else "v1")
+
+    shape = latency_times(lambda m: 1.5 if m >= 100 else 1.0)
+    out = run(AlertEngine(), stream(120, shape, per_minute=80, key_at=key_at))
+    firing = [t.alert for t in out if t.alert.status == "firing"]
+    assert [a.alertname for a in firing] == ["LatencyP95High"]
+    assert firing[0].labels["change_point"] == "prompt_version v2"
+    assert firing[0].labels["prompt_version"] == "v2"
+    assert "prompt_version v2 appeared at" in firing[0].summary
+    assert "a likely change point" in firing[0].summary
+
+
+def test_a_new_prompt_version_that_changes_nothing_raises_nothing() -> None:
+    def key_at(m: int) -> KeyTuple:
+        return (ROUTE, "gpt-4o-mini", f"v{1 + m // 60}")
+
+    assert run(AlertEngine(), stream(240, per_minute=80, key_at=key_at)) == []
+
+
+def test_the_minimum_effect_is_configurable_per_metric() -> None:
+    buckets = stream(130, latency_times(lambda m: 1.4 if m >= 100 else 1.0), per_minute=120)
+    assert run(AlertEngine(min_effect={"latency_ms": 0.6}), buckets) == []
+
+
+# --------------------------------------------------------------------------- guardrails, timeouts
+
+
+def guardrail_call(block_rate: Callable[[int], float]) -> Shape:
+    def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
+        blocked = rng.random() < block_rate(m)
+        return {
+            "kind": "guardrail",
+            "latency_ms": float(20 * rng.lognormal(0, 0.3)),
+            "guardrail_name": "prompt_injection",
+            "guardrail_action": "block" if blocked else "allow",
+        }
+
+    return shape
+
+
+def test_a_guardrail_block_rate_from_1_to_5_percent_fires_with_the_guardrail_name() -> None:
+    shape = guardrail_call(lambda m: 0.05 if m >= 90 else 0.01)
+    out = run(AlertEngine(), stream(110, shape, per_minute=180))
+    firing = [t for t in out if t.alert.status == "firing"]
+    assert [t.alert.alertname for t in firing] == ["GuardrailBlockRateHigh"]
+    assert 90 < minute_of(firing[0].at) <= 100
+    alert = firing[0].alert
+    assert alert.labels["metric"] == "guardrail_block_rate:prompt_injection"
+    assert alert.labels["guardrail"] == "prompt_injection"
+    assert "block rate of guardrail prompt_injection on" in alert.summary
+
+
+def test_timeouts_are_watched_apart_from_errors() -> None:
+    def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
+        call = normal_call(m, rng)
+        if 90 <= m < 100 and rng.random() < 0.15:
+            call["status"] = "timeout"
+        return call
+
+    out = run(AlertEngine(), stream(110, shape, per_minute=60))
+    names = {t.alert.alertname for t in out if t.alert.status == "firing"}
+    assert {"TimeoutRateHigh", "ErrorRateHigh"} <= names
+
+
+def test_retries_are_watched() -> None:
+    def shape(m: int, rng: np.random.Generator) -> dict[str, object]:
+        call = normal_call(m, rng)
+        call["retry_count"] = int(rng.random() < (0.2 if m >= 90 else 0.01))
+        return call
+
+    out = run(AlertEngine(), stream(110, shape, per_minute=60))
+    assert [t.alert.alertname for t in out if t.alert.status == "firing"] == ["RetryRateHigh"]

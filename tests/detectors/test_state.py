@@ -59,3 +59,26 @@ def test_an_empty_state_round_trips() -> None:
 def test_corrupt_states_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="state"):
         decode_state(text)
+
+
+def test_retries_and_guardrails_are_counted_merged_and_kept_in_the_state() -> None:
+    def event(i: int, **fields: object) -> TraceEvent:
+        return TraceEvent.model_validate(
+            {"event_id": f"e{i}", "trace_id": "t", "ts": 1_795_341_600.0 + i, "kind": "llm",
+             "route": "r", **fields}
+        )  # fmt: skip
+
+    events = [
+        event(0, retry_count=2),
+        event(1, kind="guardrail", guardrail_name="pii", guardrail_action="redact"),
+        event(2, kind="guardrail", guardrail_name="pii", guardrail_action="allow"),
+        event(3, kind="guardrail", guardrail_name="jailbreak", guardrail_action="block"),
+    ]
+    a, b = BucketStats(), BucketStats()
+    a.add(EventColumns.from_events(events[:2]))
+    b.add(EventColumns.from_events(events[2:]))
+    a.merge(b)
+    assert (a.retried_count, a.retries_sum) == (1, 2)
+    assert a.guardrails == {"pii": [2, 0, 1], "jailbreak": [1, 1, 0]}
+    back = decode_state(encode_state(a))
+    assert (back.retried_count, back.retries_sum, back.guardrails) == (1, 2, a.guardrails)

@@ -14,10 +14,20 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["STATUS_CODES", "EventColumns", "EventFields", "KeyTuple", "key_of", "keys_of"]
+__all__ = [
+    "GUARDRAIL_CODES",
+    "STATUS_CODES",
+    "EventColumns",
+    "EventFields",
+    "KeyTuple",
+    "key_of",
+    "keys_of",
+]
 
 #: status → small integer, so error and timeout counts are array sums.
 STATUS_CODES: dict[str, int] = {"ok": 0, "error": 1, "timeout": 2}
+#: guardrail_action → small integer (0: not a guardrail decision).
+GUARDRAIL_CODES: dict[str | None, int] = {None: 0, "allow": 1, "block": 2, "redact": 3}
 
 KeyTuple = tuple[str, str, str]
 FloatArray = npt.NDArray[np.float64]
@@ -48,6 +58,12 @@ class EventFields(Protocol):
     def loop_depth(self) -> int | None: ...
     @property
     def scores(self) -> dict[str, float]: ...
+    @property
+    def retry_count(self) -> int: ...
+    @property
+    def guardrail_action(self) -> str | None: ...
+    @property
+    def guardrail_name(self) -> str | None: ...
 
 
 def key_of(event: EventFields) -> KeyTuple:
@@ -62,7 +78,11 @@ def keys_of(events: Sequence[EventFields]) -> list[KeyTuple]:
 
 @dataclass(frozen=True)
 class EventColumns:
-    """Parallel arrays over one batch; ``scores`` stays a list since it is sparse."""
+    """Parallel arrays over one batch; ``scores`` stays a list since it is sparse.
+
+    ``retry_count``, ``guardrail_action`` (``GUARDRAIL_CODES``) and
+    ``guardrail_name`` ("" when none) may be None: a batch without them.
+    """
 
     ts: FloatArray
     status: npt.NDArray[np.int8]
@@ -72,6 +92,9 @@ class EventColumns:
     output_tokens: FloatArray
     loop_depth: FloatArray
     scores: list[dict[str, float]]
+    retry_count: FloatArray | None = None
+    guardrail_action: npt.NDArray[np.int8] | None = None
+    guardrail_name: list[str] | None = None
 
     @classmethod
     def from_events(cls, events: Sequence[EventFields]) -> EventColumns:
@@ -85,6 +108,11 @@ class EventColumns:
             output_tokens=_floats([e.output_tokens for e in events]),
             loop_depth=_floats([e.loop_depth for e in events]),
             scores=[e.scores for e in events],
+            retry_count=np.fromiter((e.retry_count for e in events), np.float64, len(events)),
+            guardrail_action=np.fromiter(
+                (GUARDRAIL_CODES[e.guardrail_action] for e in events), np.int8, len(events)
+            ),
+            guardrail_name=[e.guardrail_name or "" for e in events],
         )
 
     def __len__(self) -> int:
@@ -101,6 +129,13 @@ class EventColumns:
             output_tokens=self.output_tokens[index],
             loop_depth=self.loop_depth[index],
             scores=[self.scores[i] for i in index.tolist()],
+            retry_count=None if self.retry_count is None else self.retry_count[index],
+            guardrail_action=None
+            if self.guardrail_action is None
+            else self.guardrail_action[index],
+            guardrail_name=None
+            if self.guardrail_name is None
+            else [self.guardrail_name[i] for i in index.tolist()],
         )
 
 

@@ -54,9 +54,11 @@ earlier level (ADWIN): $0.0042 vs $0.0030 over the previous 60 min"; the alert's
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal, NamedTuple
 
 from tracewatch.config import DetectSettings
@@ -65,6 +67,8 @@ from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.drift import LevelShiftDetector
 from tracewatch.detectors.lifecycle import AlertLifecycle, LifecyclePolicy, Observation
 from tracewatch.detectors.route_minutes import RouteMinute, route_minutes
+from tracewatch.detectors.stats import BucketStats
+from tracewatch.detectors.step import Scale, StepDetector
 from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.rules import ResolvedRule, RulesFile, load_rules
 
@@ -80,6 +84,15 @@ __all__ = [
 ]
 
 MAX_SCORES_PER_ROUTE = 32
+#: Guardrails (by ``guardrail_name``) watched per route, and their alertnames.
+MAX_GUARDRAILS = 16
+GUARDRAIL_ALERTS = ("GuardrailBlockRateHigh", "GuardrailRedactRateHigh")
+#: Models and prompt versions remembered per route, to tell a new one (a deployment).
+MAX_CARRIERS_PER_ROUTE = 64
+#: A deployment this long before a step's estimated start still counts as its
+#: likely cause: the estimate is the first minute of the window that tested best,
+#: and a canary can carry a new version for a few minutes before it takes over.
+DEPLOY_LEAD_S = 10 * 60.0
 
 #: Lifecycle of automatic alerts: a breach must still hold one closed minute
 #: later, clear for five minutes to resolve, and then ten minutes pass before the
@@ -107,16 +120,25 @@ class AutoWatch:
     min_ratio: float = 1.5
     min_z: float = 4.0
     min_count: int = 5
+    #: the evidence-based step test (``StepDetector``) beside the ratio test
+    #: (``BaselineDetector`` with ``min_ratio``/``min_z``); None: the ratio test alone
+    scale: Scale | None = "log"
+    min_effect: float = 0.15
 
 
 #: The automatic watches of every route (score watches are added per score name).
 AUTO_WATCHES: tuple[AutoWatch, ...] = (
     AutoWatch("CostP95High", "cost_usd", "p95"),
     AutoWatch("LatencyP95High", "latency_ms", "p95"),
-    AutoWatch("InputTokensHigh", "input_tokens", "mean"),
-    AutoWatch("OutputTokensHigh", "output_tokens", "mean"),
-    AutoWatch("LoopDepthHigh", "loop_depth", "p95"),
+    AutoWatch("InputTokensHigh", "input_tokens", "mean", min_effect=0.2),
+    AutoWatch("OutputTokensHigh", "output_tokens", "mean", min_effect=0.2),
+    # a p95 of small integers moves in whole steps (3 -> 4 is x1.33): the ratio test
+    AutoWatch("LoopDepthHigh", "loop_depth", "p95", scale=None),
 )
+#: The step test's significance bar (``StepDetector.min_z``) for the automatic watches.
+STEP_MIN_Z = 4.0
+#: The practical minimum a score mean must fall (or a lower-is-better one rise).
+SCORE_MIN_EFFECT = 0.03
 #: The automatic error-rate watch judges a 5-minute window from 20 calls on
 #: (RateDetector's default of 50 left a 15-calls-a-minute route blind at its
 #: daily low; bench/detection missed 2 of 20 error bursts there).
@@ -159,13 +181,17 @@ _SCORE_MIN_Z = 3.0
 _SCORE_MIN_COUNT = 3
 
 
-def _score_watch(name: str, lower_is_better: bool) -> AutoWatch:
+def _score_watch(name: str, lower_is_better: bool, min_effect: float) -> AutoWatch:
     metric = f"score:{name}"
     if lower_is_better:
-        return AutoWatch("ScoreHigh", metric, "mean", "up", 1.5, _SCORE_MIN_Z, _SCORE_MIN_COUNT)
+        return AutoWatch(
+            "ScoreHigh", metric, "mean", "up", 1.5, _SCORE_MIN_Z, _SCORE_MIN_COUNT,
+            "linear", min_effect,
+        )  # fmt: skip
     return AutoWatch(
-        "ScoreLow", metric, "mean", "down", _SCORE_MIN_RATIO, _SCORE_MIN_Z, _SCORE_MIN_COUNT
-    )
+        "ScoreLow", metric, "mean", "down", _SCORE_MIN_RATIO, _SCORE_MIN_Z, _SCORE_MIN_COUNT,
+        "linear", min_effect,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- wording
@@ -177,13 +203,20 @@ _NOUNS = {
     "output_tokens": "output tokens per call",
     "loop_depth": "agent loop depth",
     "error_rate": "error rate",
+    "timeout_rate": "timeout rate",
+    "retry_rate": "share of calls retried",
 }
+#: Rate metrics of one guardrail (``<prefix><guardrail_name>``) and their words.
+GUARDRAIL_RATES = {"guardrail_block_rate:": "block", "guardrail_redact_rate:": "redact"}
 
 
 def describe(metric: str, stat: str) -> str:
     """Words for a statistic: ``p95 cost per request``, ``mean groundedness score``."""
     if metric.startswith("score:"):
         return f"mean {metric[len('score:') :]} score"
+    for prefix, action in GUARDRAIL_RATES.items():
+        if metric.startswith(prefix):
+            return f"{action} rate of guardrail {metric[len(prefix) :]}"
     noun = _NOUNS[metric]
     return noun if stat == "rate" else f"{stat} {noun}"
 
@@ -195,7 +228,7 @@ def _fmt(metric: str, value: float | None) -> str:
         return f"${value:.4g}"
     if metric == "latency_ms":
         return f"{value:,.0f} ms"
-    if metric == "error_rate":
+    if metric.endswith("_rate") or "_rate:" in metric:
         return f"{value:.1%}"
     if metric.startswith("score:"):
         return f"{value:.3f}"
@@ -219,12 +252,15 @@ class _Watch:
     rate: RateDetector | None = None
     rule: ResolvedRule | None = None
     drift: LevelShiftDetector | None = None
+    step: StepDetector | None = None
 
     def observe(self, minute: RouteMinute, context: dict[str, str]) -> Observation | None:
         """Fold the minute in; None when the minute says nothing (no data, too few calls)."""
         if self.rate is not None:
             return self._observe_rate(minute, context)
         value, weight = minute.value(self.metric, self.stat)
+        if self.step is not None:
+            return self._observe_step(minute, value, weight, context)
         if self.drift is not None:
             self.drift.update(minute.end, value, weight)
             if self.drift.last_ts != minute.end:
@@ -275,6 +311,56 @@ class _Watch:
             context=context,
         )
 
+    def _observe_step(
+        self, m: RouteMinute, value: float | None, weight: int, context: dict[str, str]
+    ) -> Observation | None:
+        """The step test, with the ratio test (``min_ratio`` and ``min_z``) beside it.
+
+        Either breaching is a breach: the ratio test still catches the large steps
+        of the noisiest routes (heavy tails at a few calls a minute), where the step
+        test's normal approximation is not trusted with a low bar.
+        """
+        step, ratio = self.step, self.baseline
+        assert step is not None
+        step.update(m.end, value, weight)
+        if ratio is not None:
+            ratio.update(m.end, value, weight)
+            if ratio.breached and ratio.last_ts == m.end and not step.breached:
+                return self._baseline_observation(m, context)
+        if step.last_ts != m.end:
+            return None
+        return self._step_observation(m, context)
+
+    def _step_observation(self, m: RouteMinute, context: dict[str, str]) -> Observation:
+        d = self.step
+        assert d is not None
+        now, expected, effect = d.window_value, d.baseline_value, d.effect
+        summary = ""
+        if effect is not None and d.z is not None and d.change_ts is not None:
+            what = describe(self.metric, self.stat)
+            if d.scale == "log":
+                moved = f"{'is' if effect >= 1 else 'fell to'} {effect:.2f}x its baseline"
+            else:
+                way = "rose" if effect >= 0 else "fell"
+                moved = f"{way} by {abs(effect):.3f} from its baseline"
+            minutes = round((m.end - d.change_ts) / 60.0)
+            summary = (
+                f"{what} on {m.route} {moved} ({_fmt(self.metric, now)} vs "
+                f"{_fmt(self.metric, expected)} expected from the previous "
+                f"{d.baseline_minutes} min; z={d.z:.1f} over the last {minutes} min)"
+            )
+        return Observation(
+            self.alertname,
+            self._labels(m.route),
+            m.end,
+            d.breached,
+            value=now,
+            baseline=expected,
+            threshold=d.threshold,
+            summary=summary,
+            context=context,
+        )
+
     def _drift_observation(self, m: RouteMinute, context: dict[str, str]) -> Observation:
         d = self.drift
         assert d is not None
@@ -303,18 +389,21 @@ class _Watch:
     def _observe_rate(self, m: RouteMinute, context: dict[str, str]) -> Observation | None:
         d = self.rate
         assert d is not None
-        s = m.stats
-        d.update(m.end, s.error_count + s.timeout_count, s.count)
+        hits, count = _rate_counts(self.metric, m.stats)
+        d.update(m.end, hits, count)
         if d.last_ts != m.end:
             return None
         now, base = d.window_value, d.baseline_value
         summary = ""
         if now is not None and base is not None:
             summary = (
-                f"error rate on {m.route} is {now:.1%} over the last {d.window_minutes} min "
-                f"against {base:.1%} over the previous {d.baseline_minutes} min "
-                f"(+{(now - base) * 100:.1f} points)"
+                f"{describe(self.metric, 'rate')} on {m.route} is {now:.1%} over the last "
+                f"{d.window_minutes} min against {base:.1%} over the previous "
+                f"{d.baseline_minutes} min (+{(now - base) * 100:.1f} points)"
             )
+        for prefix in GUARDRAIL_RATES:
+            if self.metric.startswith(prefix):
+                context = {**context, "guardrail": self.metric[len(prefix) :]}
         return Observation(
             self.alertname,
             self._labels(m.route),
@@ -353,12 +442,51 @@ class _Watch:
         )
 
 
+def _rate_counts(metric: str, s: BucketStats) -> tuple[int, int]:
+    """(hits, out of) for a rate metric of one minute."""
+    if metric == "error_rate":
+        return s.error_count + s.timeout_count, s.count
+    if metric == "timeout_rate":
+        return s.timeout_count, s.count
+    if metric == "retry_rate":
+        return s.retried_count, s.count
+    for column, prefix in enumerate(GUARDRAIL_RATES, start=1):
+        if metric.startswith(prefix):
+            counts = s.guardrails.get(metric[len(prefix) :], [0, 0, 0])
+            return counts[column], counts[0]
+    raise ValueError(f"{metric!r} is not a rate metric")
+
+
 @dataclass
 class _Route:
     watches: list[_Watch]
     scores: dict[str, _Watch] = field(default_factory=dict)
+    # per guardrail_name, its block-rate and redact-rate watches
+    guardrails: dict[str, list[_Watch]] = field(default_factory=dict)
     # the (model, prompt_version) that carried each recent minute, for "what changed"
     carriers: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=70))
+    # deployments: when each model / prompt version was first seen on the route
+    # (-inf for those of its first minute), least recently seen first; bounded
+    first_seen: OrderedDict[tuple[str, str], float] = field(default_factory=OrderedDict)
+
+    def note_carriers(self, minute: RouteMinute) -> None:
+        first = not self.first_seen
+        pairs = minute.carriers or ((minute.model, minute.prompt_version),)
+        for model, prompt in pairs:
+            for key in (("model", model), ("prompt_version", prompt)):
+                if not key[1]:
+                    continue
+                if key in self.first_seen:
+                    self.first_seen.move_to_end(key)
+                    continue
+                self.first_seen[key] = -math.inf if first else minute.start
+                if len(self.first_seen) > MAX_CARRIERS_PER_ROUTE:
+                    self.first_seen.popitem(last=False)
+
+    def deployments(self, since: float, until: float) -> list[tuple[str, str, float]]:
+        """(kind, name, first seen) of the models and prompt versions new in [since, until]."""
+        found = [(k, n, ts) for (k, n), ts in self.first_seen.items() if since <= ts <= until]
+        return sorted(found, key=lambda d: (d[2], d[0], d[1]))
 
 
 # --------------------------------------------------------------------------- engine
@@ -379,9 +507,17 @@ class AlertEngine:
         max_routes: int = 10_000,
         auto_policy: LifecyclePolicy = AUTO_POLICY,
         drift: bool = False,
+        min_effect: Mapping[str, float] | None = None,
+        step_min_z: float = STEP_MIN_Z,
     ) -> None:
+        """``min_effect``: per metric (``cost_usd``, ``latency_ms``, ``input_tokens``,
+        ``output_tokens``, ``score`` for every score, or ``score:<name>``), the smallest
+        move the automatic step test reports (relative for the first four, absolute for
+        scores); ``step_min_z`` its significance bar."""
         if max_routes < 1:
             raise ValueError("max_routes must be >= 1")
+        self.min_effect = dict(min_effect or {})
+        self.step_min_z = step_min_z
         self.rules = rules
         self.auto = auto
         self.drift = drift
@@ -404,6 +540,8 @@ class AlertEngine:
             lower_is_better_scores=detect.lower_is_better_scores,
             max_routes=detect.max_routes,
             drift=detect.drift,
+            min_effect=detect.min_effect,
+            step_min_z=detect.step_min_z,
         )
 
     # -- public ------------------------------------------------------------------------
@@ -434,6 +572,7 @@ class AlertEngine:
         self.minutes_seen += 1
         route = self._route(minute.route)
         route.carriers.append((minute.model, minute.prompt_version))
+        route.note_carriers(minute)
         context = {
             name: value
             for name, value in (("model", minute.model), ("prompt_version", minute.prompt_version))
@@ -446,6 +585,7 @@ class AlertEngine:
                 continue
             if obs.breached:
                 obs = _with_change_note(obs, route, watch)
+                obs = _with_deployment(obs, route, watch)
             out += [Transition(minute.end, a) for a in watch.lifecycle.observe(obs)]
         return out
 
@@ -454,10 +594,31 @@ class AlertEngine:
             # sorted, so watch order (and transition order) does not depend on batching
             for name in sorted(minute.stats.score_counts):
                 if name not in route.scores and len(route.scores) < MAX_SCORES_PER_ROUTE:
-                    route.scores[name] = self._auto_watch(
-                        _score_watch(name, name in self.lower_is_better)
+                    effect = self.min_effect.get(
+                        f"score:{name}", self.min_effect.get("score", SCORE_MIN_EFFECT)
                     )
-        return [*route.watches, *route.scores.values()]
+                    route.scores[name] = self._auto_watch(
+                        _score_watch(name, name in self.lower_is_better, effect)
+                    )
+            for name in sorted(minute.stats.guardrails):
+                if name not in route.guardrails and len(route.guardrails) < MAX_GUARDRAILS:
+                    route.guardrails[name] = [
+                        self._rate_watch(alertname, f"{prefix}{name}", "rate")
+                        for prefix, alertname in zip(GUARDRAIL_RATES, GUARDRAIL_ALERTS, strict=True)
+                    ]
+        guardrails = [w for pair in route.guardrails.values() for w in pair]
+        return [*route.watches, *route.scores.values(), *guardrails]
+
+    def _rate_watch(self, alertname: str, metric: str, detector: str) -> _Watch:
+        return _Watch(
+            alertname,
+            metric,
+            "rate",
+            detector,
+            "warning",
+            self._lifecycle(self.auto_policy),
+            rate=RateDetector(min_window_events=RATE_MIN_WINDOW_EVENTS),
+        )
 
     def _route(self, name: str) -> _Route:
         route = self._routes.get(name)
@@ -468,17 +629,10 @@ class AlertEngine:
             self._routes.popitem(last=False)
         watches = [self._auto_watch(w) for w in AUTO_WATCHES] if self.auto else []
         if self.auto:
-            watches.append(  # after the baseline watches: the order transitions come in
-                _Watch(
-                    "ErrorRateHigh",
-                    "error_rate",
-                    "rate",
-                    "error_rate",
-                    "warning",
-                    self._lifecycle(self.auto_policy),
-                    rate=RateDetector(min_window_events=RATE_MIN_WINDOW_EVENTS),
-                )
-            )
+            # after the baseline watches: the order transitions come in
+            watches.append(self._rate_watch("ErrorRateHigh", "error_rate", "error_rate"))
+            watches.append(self._rate_watch("TimeoutRateHigh", "timeout_rate", "rate"))
+            watches.append(self._rate_watch("RetryRateHigh", "retry_rate", "rate"))
         if self.drift:
             watches += [self._drift_watch(w) for w in DRIFT_WATCHES]
         if self.rules is not None:
@@ -488,20 +642,29 @@ class AlertEngine:
         return route
 
     def _auto_watch(self, spec: AutoWatch) -> _Watch:
-        return _Watch(
+        watch = _Watch(
             spec.alertname,
             spec.metric,
             spec.stat,
             "baseline",
             "warning",
             self._lifecycle(self.auto_policy),
-            baseline=BaselineDetector(
-                direction=spec.direction,
-                min_ratio=spec.min_ratio,
-                min_z=spec.min_z,
-                min_count=spec.min_count,
-            ),
         )
+        watch.baseline = BaselineDetector(
+            direction=spec.direction,
+            min_ratio=spec.min_ratio,
+            min_z=spec.min_z,
+            min_count=spec.min_count,
+        )
+        if spec.scale is not None:
+            watch.step = StepDetector(
+                direction=spec.direction,
+                scale=spec.scale,
+                min_effect=self.min_effect.get(spec.metric, spec.min_effect),
+                min_z=self.step_min_z,
+                min_count=spec.min_count,
+            )
+        return watch
 
     def _drift_watch(self, spec: DriftWatch) -> _Watch:
         return _Watch(
@@ -572,3 +735,25 @@ def _with_change_note(obs: Observation, route: _Route, watch: _Watch) -> Observa
     if not notes:
         return obs
     return dataclasses.replace(obs, summary=f"{obs.summary}, after {' and '.join(notes)}")
+
+
+def _with_deployment(obs: Observation, route: _Route, watch: _Watch) -> Observation:
+    """Name a model or prompt version that appeared at the step as its likely change point.
+
+    A deployment is the usual cause of an abrupt step, and the one a person
+    checks first; the ``change_point`` context label (``prompt_version v13``,
+    ``model gpt-4.1``) lets an Alertmanager route or inhibit on it. Only for the
+    step watches, which estimate when the change began (``StepDetector.change_ts``).
+    """
+    step = watch.step
+    if step is None or step.change_ts is None:
+        return obs
+    found = route.deployments(step.change_ts - DEPLOY_LEAD_S, obs.ts)
+    if not found:
+        return obs
+    names = ", ".join(f"{kind} {name}" for kind, name, _ in found)
+    started = min(ts for _, _, ts in found)
+    when = datetime.fromtimestamp(started, tz=UTC).strftime("%H:%M")
+    summary = f"{obs.summary}; {names} appeared at {when} UTC, a likely change point"
+    context = {**obs.context, "change_point": names}
+    return dataclasses.replace(obs, summary=summary, context=context)

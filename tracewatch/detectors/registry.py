@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from tracewatch.detectors.baseline import BaselineDetector, RateDetector
 from tracewatch.detectors.drift import DriftDetector
+from tracewatch.detectors.step import StepDetector
 
 __all__ = ["DETECTORS", "clone", "params"]
 
@@ -24,6 +25,7 @@ DETECTORS: dict[str, type] = {
     "baseline": BaselineDetector,
     "error_rate": RateDetector,
     "drift": DriftDetector,
+    "step": StepDetector,
 }
 
 _D = TypeVar("_D")

@@ -35,6 +35,9 @@ class RouteMinute:
     #: (model, prompt_version) with the most events this minute ("" when absent)
     model: str
     prompt_version: str
+    #: every (model, prompt_version) with events this minute, busiest first: a new
+    #: one is a deployment, and the alert engine names it as a likely change point
+    carriers: tuple[tuple[str, str], ...] = ()
 
     def value(self, metric: str, stat: str) -> tuple[float | None, int]:
         """The statistic and how many observations it rests on (0 when there are none).
@@ -82,8 +85,12 @@ def route_minutes(closed: Iterable[ClosedBucket]) -> list[RouteMinute]:
         for bucket in buckets:
             merged.merge(bucket.stats)
         # ties go to the smallest key so that the choice is deterministic
-        top = min(buckets, key=lambda b: (-b.stats.count, b.key))
+        ranked = sorted(buckets, key=lambda b: (-b.stats.count, b.key))
+        top = ranked[0]
+        carriers = tuple(dict.fromkeys((b.key[1], b.key[2]) for b in ranked))
         minutes.append(
-            RouteMinute(route, start, start + buckets[0].width, merged, top.key[1], top.key[2])
+            RouteMinute(
+                route, start, start + buckets[0].width, merged, top.key[1], top.key[2], carriers
+            )
         )
     return minutes

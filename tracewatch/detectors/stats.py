@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tracewatch.detectors.columns import STATUS_CODES, EventColumns
+from tracewatch.detectors.columns import GUARDRAIL_CODES, STATUS_CODES, EventColumns
 from tracewatch.detectors.sketch import QuantileSketch
 
 __all__ = ["QUANTILES", "RELATIVE_ACCURACY", "BucketStats", "decode_state", "encode_state"]
@@ -28,6 +28,8 @@ QUANTILES: tuple[float, float, float] = (0.5, 0.95, 0.99)
 
 _ERROR = STATUS_CODES["error"]
 _TIMEOUT = STATUS_CODES["timeout"]
+_BLOCK = GUARDRAIL_CODES["block"]
+_REDACT = GUARDRAIL_CODES["redact"]
 
 
 def _sketch() -> QuantileSketch:
@@ -54,6 +56,11 @@ class BucketStats:
     loop_depth: QuantileSketch = field(default_factory=_sketch)
     score_sums: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     score_counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: events retried at least once, and their retries
+    retried_count: int = 0
+    retries_sum: int = 0
+    #: per ``guardrail_name``: [decisions, blocks, redactions]
+    guardrails: dict[str, list[int]] = field(default_factory=dict)
 
     def add(self, cols: EventColumns) -> None:
         """Fold a batch of columns (all of this key and bucket) in."""
@@ -84,6 +91,21 @@ class BucketStats:
             for name, value in scores.items():
                 self.score_sums[name] += value
                 self.score_counts[name] += 1
+        self._add_retries_and_guardrails(cols)
+
+    def _add_retries_and_guardrails(self, cols: EventColumns) -> None:
+        if cols.retry_count is not None:
+            retried = cols.retry_count > 0
+            self.retried_count += int(np.count_nonzero(retried))
+            self.retries_sum += int(cols.retry_count[retried].sum())
+        if cols.guardrail_action is None or cols.guardrail_name is None:
+            return
+        for i in np.flatnonzero(cols.guardrail_action).tolist():
+            counts = self.guardrails.setdefault(cols.guardrail_name[i] or "unnamed", [0, 0, 0])
+            action = int(cols.guardrail_action[i])
+            counts[0] += 1
+            counts[1] += action == _BLOCK
+            counts[2] += action == _REDACT
 
     def merge(self, other: BucketStats) -> None:
         """Fold another partial of the same key and bucket in."""
@@ -105,6 +127,12 @@ class BucketStats:
         for name, total in other.score_sums.items():
             self.score_sums[name] += total
             self.score_counts[name] += other.score_counts[name]
+        self.retried_count += other.retried_count
+        self.retries_sum += other.retries_sum
+        for name, theirs in other.guardrails.items():
+            mine = self.guardrails.setdefault(name, [0, 0, 0])
+            for j, n in enumerate(theirs):
+                mine[j] += n
 
     def summary(self) -> dict[str, object]:
         """The flat statistics row (the columns of ``stats_1m`` minus the key)."""
@@ -160,6 +188,8 @@ def encode_state(stats: BucketStats) -> str:
     head = {name: getattr(stats, name) for name in _SCALARS}
     head["max_ts"] = stats.max_ts if math.isfinite(stats.max_ts) else None
     head["scores"] = {name: [stats.score_sums[name], n] for name, n in stats.score_counts.items()}
+    head["retries"] = [stats.retried_count, stats.retries_sum]
+    head["guardrails"] = stats.guardrails
     head["sketches"] = [len(b) for b in sketches]
     meta = json.dumps(head, separators=(",", ":"), allow_nan=False).encode()
     raw = _STATE_HEAD.pack(_STATE_VERSION, len(meta)) + meta + b"".join(sketches)
@@ -180,6 +210,10 @@ def decode_state(text: str) -> BucketStats:
         for name, (total, n) in head["scores"].items():
             stats.score_sums[name] = float(total)
             stats.score_counts[name] = int(n)
+        # states written before retries and guardrails were kept have neither
+        stats.retried_count, stats.retries_sum = (int(n) for n in head.get("retries", (0, 0)))
+        guardrails = head.get("guardrails", {})
+        stats.guardrails = {str(k): [int(n) for n in v] for k, v in guardrails.items()}
         offset = start + length
         parts = []
         for size in head["sketches"]:
