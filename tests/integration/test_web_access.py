@@ -159,6 +159,22 @@ def test_the_probe_and_the_dashboards_files_need_no_token(worker: WorkerProcess,
     assert status == 200, body[:300]
 
 
+@pytest.mark.parametrize(
+    ("path", "with_token"), [("/dashboard", False), ("/status", True), ("/status", False)]
+)
+def test_every_answer_forbids_foreign_scripts_and_framing(
+    worker: WorkerProcess, path: str, with_token: bool
+) -> None:
+    """The dashboard keeps its token in sessionStorage: only the worker's own scripts may
+    run on its origin, and no other page may frame it (answers and refusals alike)."""
+    _, _, headers = call(worker, "GET", path, bearer(worker) if with_token else None)
+    policy = headers.get("Content-Security-Policy", "")
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy, headers
+    assert "unsafe-eval" not in policy and "script-src 'self' 'unsafe-inline'" not in policy
+    assert headers.get("X-Content-Type-Options") == "nosniff"
+    assert headers.get("Referrer-Policy") == "no-referrer"
+
+
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1:1",
                                   "127.0.0.1.nip.io:{port}", ""])  # fmt: skip
 @pytest.mark.parametrize("path", ["/status", "/health", "/dashboard"])

@@ -46,6 +46,7 @@ from tracewatch.config import Settings, WorkerSettings
 from tracewatch.streams.worker_token import new_token, token_path
 
 __all__ = [
+    "SECURITY_HEADERS",
     "AccessPolicy",
     "Refusal",
     "WebAccess",
@@ -67,6 +68,21 @@ OPEN_PATHS = frozenset({"/health", "/dashboard"})
 OPEN_PREFIXES = ("/dashboard/",)
 #: methods that carry no body a browser could abuse
 READ_METHODS = frozenset({"GET", "HEAD"})
+#: sent with every answer. The dashboard keeps its token in ``sessionStorage``, where
+#: any script running on the worker's origin could read it: the policy lets only the
+#: worker's own files run (no inline script, no other origin, no eval), no page may
+#: frame the views (clickjacking), and a link out carries no URL (the token's fragment
+#: never travels in a referrer anyway, this keeps paths and queries in too).
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @dataclass(frozen=True)
@@ -245,11 +261,16 @@ class WebAccess:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         refusal = self.policy.judge(request.method, request.path, request.headers)
         if refusal is None:
-            return await handler(request)
-        self.refused[refusal.reason] += 1
-        log.info("refused %s %s: %s", request.method, request.path, refusal.reason)
-        headers = {"WWW-Authenticate": 'Bearer realm="tracewatch"'} if refusal.status == 401 else {}
-        return web.json_response(refusal.body(), status=refusal.status, headers=headers)
+            response = await handler(request)
+        else:
+            self.refused[refusal.reason] += 1
+            log.info("refused %s %s: %s", request.method, request.path, refusal.reason)
+            auth = refusal.status == 401
+            headers = {"WWW-Authenticate": 'Bearer realm="tracewatch"'} if auth else {}
+            response = web.json_response(refusal.body(), status=refusal.status, headers=headers)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
 
     def collector(self) -> Collector:
         return _RefusedCollector(self.refused)
