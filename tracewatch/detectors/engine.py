@@ -7,13 +7,24 @@ a clock or does I/O, so the same events give the same alerts in both.
 Per route (see ``route_minutes`` for why not per model and prompt version):
 
 - **Automatic watches**, no configuration: p95 cost, p95 latency, mean input and
-  output tokens and p95 loop depth against the route's trailing baseline
-  (``BaselineDetector``, upwards), the error rate against the baseline rate
-  (``RateDetector``), and every evaluator score's mean (``BaselineDetector``
-  downwards, or upwards for lower-is-better scores such as ``hallucination``).
-  Their alertnames are ``CostP95High``, ``LatencyP95High``, ``InputTokensHigh``,
-  ``OutputTokensHigh``, ``LoopDepthHigh``, ``ErrorRateHigh``, ``ScoreLow`` and
-  ``ScoreHigh``, with ``detector`` label ``baseline`` or ``error_rate``.
+  output tokens and every evaluator score's mean are judged by a step test
+  (``StepDetector``: the recent window against the route's local trend, with a
+  standard error from the per-minute dispersion and counts, and a practical
+  minimum effect per metric), with the older ratio test (``BaselineDetector``:
+  5-minute median >= 1.5x the 60-minute median and robust z > 4) beside it:
+  either one breaching is a breach. p95 loop depth has the ratio test alone.
+  Scores are watched downwards, or upwards for lower-is-better scores such as
+  ``hallucination``. Rates (``RateDetector``, a two-proportion test): errors
+  (errors + timeouts), timeouts alone, calls retried, and per guardrail name
+  its block and redact rates. Alertnames ``CostP95High``, ``LatencyP95High``,
+  ``InputTokensHigh``, ``OutputTokensHigh``, ``LoopDepthHigh``, ``ScoreLow``,
+  ``ScoreHigh`` (``detector`` label ``baseline``), ``ErrorRateHigh``
+  (``error_rate``), ``TimeoutRateHigh``, ``RetryRateHigh``,
+  ``GuardrailBlockRateHigh``, ``GuardrailRedactRateHigh`` (``rate``; the last
+  two with a ``guardrail`` context label and the name in ``metric``).
+  A model or prompt version first seen on the route at a step's estimated start
+  (``DEPLOY_LEAD_S`` before it at most) is named as its likely change point:
+  context label ``change_point`` and a line in the summary.
 - **Drift watches**, opt-in (``AlertEngine(drift=True)``, or ``drift:`` rules):
   a sustained level shift of p95 cost (``CostLevelShift``) and p95 latency
   (``LatencyLevelShift``), ``detector`` label ``drift``, severity ``info``. See
