@@ -29,6 +29,7 @@ __all__ = [
     "OtlpSettings",
     "PricingSettings",
     "QuerySettings",
+    "RolloutSettings",
     "Settings",
     "WorkerSettings",
     "home_dir",
@@ -253,6 +254,39 @@ class DetectSettings(BaseSettings):
     step_min_z: float = Field(default=4.0, gt=0)
 
 
+class RolloutSettings(BaseSettings):
+    """Canary judging (``detectors/rollout.py``): candidate variants against the incumbent."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TRACEWATCH_ROLLOUT_", env_file=".env", extra="ignore"
+    )
+
+    enabled: bool = True
+    #: chance of one false verdict per (route, candidate), over every metric x cohort
+    #: and every look (Bonferroni over the cells of ``max_cohorts`` + 1 x 14 metrics)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    #: practical margins: relative for cost, latency, tokens, loop depth; absolute for
+    #: ``error_rate`` (2 points) and scores (``score``, or ``score:<name>``)
+    margins: dict[str, float] = Field(default_factory=dict)
+    #: a variant first seen this long after its route is a candidate; older ones are
+    #: established splits and not judged
+    establish_s: float = Field(default=300.0, ge=0)
+    #: smallest share of the route's traffic a candidate needs to be judged
+    min_share: float = Field(default=0.01, ge=0, lt=1)
+    #: events per arm and cell before a cell is judged
+    min_samples: int = Field(default=50, ge=2)
+    #: a candidate is promoted no sooner than this after it appeared
+    promote_after_s: float = Field(default=900.0, ge=0)
+    #: a candidate or incumbent unseen this long is forgotten (a rollback alert resolves)
+    forget_after_s: float = Field(default=1800.0, gt=0)
+    #: per route, the incumbent the operator names, e.g. ``{"refund": "prompt_version=v20"}``
+    incumbents: dict[str, str] = Field(default_factory=dict)
+    max_routes: int = Field(default=1000, ge=1)
+    max_cohorts: int = Field(default=8, ge=1)
+    max_variants: int = Field(default=16, ge=2)
+    max_candidates: int = Field(default=4, ge=1)
+
+
 class AlertmanagerSettings(BaseSettings):
     """Where alerts are also sent (Prometheus Alertmanager, API v2); empty URL = off."""
 
@@ -343,6 +377,7 @@ class Settings:
         pricing: PricingSettings | None = None,
         otlp: OtlpSettings | None = None,
         query: QuerySettings | None = None,
+        rollout: RolloutSettings | None = None,
     ) -> None:
         try:
             self.kafka = kafka or KafkaSettings()
@@ -353,6 +388,7 @@ class Settings:
             self.pricing = pricing or PricingSettings()
             self.otlp = otlp or OtlpSettings()
             self.query = query or QuerySettings()
+            self.rollout = rollout or RolloutSettings()
         except ValueError as exc:  # pydantic's ValidationError is a ValueError
             raise ConfigError(f"invalid setting: {exc}") from exc
         if self.worker.app_id == self.kafka.consumer_group:

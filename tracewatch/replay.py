@@ -27,6 +27,7 @@ from tracewatch.config import Settings
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import Transition
 from tracewatch.detectors.judges import load_judges
+from tracewatch.detectors.rollout import RolloutJudge
 from tracewatch.errors import ConfigError
 from tracewatch.pipeline import MessageBatch, PipelineCounters, Rejected
 from tracewatch.pricing import PriceTable
@@ -69,7 +70,11 @@ def replay_file(
         raise ConfigError(f"{events_path}: no such file (give a JSON-lines file of trace events)")
     judges = load_judges(settings.detect)
     stage = Stage.from_settings(
-        settings.worker, PriceTable.from_settings(settings.pricing), judges.engine, judges.board
+        settings.worker,
+        PriceTable.from_settings(settings.pricing),
+        judges.engine,
+        judges.board,
+        RolloutJudge.from_settings(settings),
     )
     report = ReplayReport(stage.counters)
     started = time.perf_counter()

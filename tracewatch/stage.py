@@ -25,6 +25,7 @@ from tracewatch.config import WorkerSettings
 from tracewatch.detectors.breakers import BreakerBoard
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import AlertEngine, Transition
+from tracewatch.detectors.rollout import RolloutJudge, RolloutOutput
 from tracewatch.pipeline import MessageBatch, Pipeline, PipelineCounters, RawMessage, Rejected
 from tracewatch.pricing import PriceTable
 from tracewatch.schemas.alert import Alert
@@ -63,7 +64,9 @@ class Stage:
     """One source of truth for how a batch is judged; pure and single-threaded.
 
     ``engine`` and ``board`` are optional (a worker built without detection, tests):
-    without them no transitions or signals come out.
+    without them no transitions or signals come out. ``rollouts`` (optional too)
+    judges canary variants over the same closed minutes: its ``CanaryRegression``
+    alerts join ``transitions`` and its variant signals join ``breakers``.
     """
 
     def __init__(
@@ -71,10 +74,12 @@ class Stage:
         pipeline: Pipeline,
         engine: AlertEngine | None = None,
         board: BreakerBoard | None = None,
+        rollouts: RolloutJudge | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.engine = engine
         self.board = board
+        self.rollouts = rollouts
 
     @classmethod
     def from_settings(
@@ -83,9 +88,10 @@ class Stage:
         prices: PriceTable | None = None,
         engine: AlertEngine | None = None,
         board: BreakerBoard | None = None,
+        rollouts: RolloutJudge | None = None,
     ) -> Stage:
         """The stage the worker and replay both build, so they cannot drift apart."""
-        return cls(Pipeline.from_settings(worker, prices), engine, board)
+        return cls(Pipeline.from_settings(worker, prices), engine, board, rollouts)
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -109,6 +115,8 @@ class Stage:
         # Events read again were judged before the restart: the board got them back
         # from storage at the warm-up (``restore_breakers``).
         out.breakers = self._judge_breakers(out.events)
+        if self.rollouts is not None:
+            self.rollouts.observe(out.events)
         self._judge_minutes(out, result.closed)
         return out
 
@@ -122,6 +130,8 @@ class Stage:
         """Close and judge every open minute (the end of a replay)."""
         out = StageOutput()
         self._judge_minutes(out, self.pipeline.finish())
+        if self.rollouts is not None:
+            self._take_rollouts(out, self.rollouts.finish())
         return out
 
     def _judge_breakers(self, events: list[EventRecord]) -> list[BreakerSignal]:
@@ -136,6 +146,15 @@ class Stage:
         out.closed = closed
         if closed and self.engine is not None:
             out.transitions = self.engine.observe(closed)
+        if closed and self.rollouts is not None:
+            until = max(bucket.start + bucket.width for bucket in closed)
+            self._take_rollouts(out, self.rollouts.close(until))
+
+    @staticmethod
+    def _take_rollouts(out: StageOutput, judged: RolloutOutput) -> None:
+        """Canary verdicts after the route watches' transitions and the board's signals."""
+        out.transitions += judged.transitions
+        out.breakers += judged.signals
 
     # -- source partitions ---------------------------------------------------------------
 
@@ -208,7 +227,8 @@ class Stage:
         return self.pipeline.counters
 
     def firing(self) -> list[Alert]:
-        return [] if self.engine is None else self.engine.firing()
+        firing = [] if self.engine is None else self.engine.firing()
+        return firing + ([] if self.rollouts is None else self.rollouts.firing())
 
     def open_breakers(self) -> list[BreakerSignal]:
         return [] if self.board is None else self.board.open_signals()

@@ -43,6 +43,7 @@ from tracewatch.config import Settings
 from tracewatch.detectors.breakers import BreakerBoard
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import AlertEngine
+from tracewatch.detectors.rollout import RolloutJudge
 from tracewatch.pipeline import MessageBatch, Pipeline
 from tracewatch.pricing import PriceTable
 from tracewatch.schemas.alert import Alert
@@ -102,7 +103,11 @@ class IngestLoop:
         self.on_restored = on_restored
         self.breakers = breakers
         self.stage = Stage.from_settings(
-            settings.worker, PriceTable.from_settings(settings.pricing), engine, board
+            settings.worker,
+            PriceTable.from_settings(settings.pricing),
+            engine,
+            board,
+            None if engine is None else RolloutJudge.from_settings(settings),  # canaries
         )
         self.dlq = dlq if dlq is not None else DeadLetterPublisher(settings.kafka, self.topic)
         self.retry = retry if retry is not None else SinkRetry()

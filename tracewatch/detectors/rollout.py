@@ -1,0 +1,662 @@
+"""Rollouts: a candidate variant of a route judged against its incumbent, per cohort.
+
+Within a route, traffic splits by ``prompt_version`` and, separately, by
+``model``: each is a *dimension*, each value a *variant* (``prompt_version=v21``).
+The variants seen in a route's first ``establish_s`` are established; the
+incumbent of a dimension is the variant that carried most of the route's
+traffic before a new one appeared (or the one the operator names). A variant
+first seen later, with at least ``min_share`` of the route, is a **candidate**.
+
+**Same minutes, not history**: from the candidate's first minute on, the judge
+sums the candidate's and the incumbent's statistics over the same closed
+minutes, overall and per cohort, and compares them on every automatic metric in
+its direction: error rate (errors + timeouts, absolute), mean latency, cost,
+input and output tokens, loop depth (relative, compared as the log of the ratio
+of means with the delta-method variance), and every evaluator score's mean
+(absolute; lower is better for ``hallucination`` and the configured names).
+Evaluator events (``kind=eval``) count for their scores only.
+
+**Sequential test** (``sequential.py``): each (metric, cohort) cell has a
+normal-mixture confidence sequence (the always-valid mSPRT of Johari et al.
+2017; Howard et al. 2021), so looking again every minute does not inflate the
+false-verdict rate. Multiplicity: Bonferroni, ``alpha`` split evenly over the
+cells a candidate can ever have ((``max_cohorts`` + 1 for "overall") x 14
+metric slots), so the chance of any false rollback per (route, candidate) stays
+below ``alpha`` over all metrics, cohorts and looks.
+
+**Verdicts** per (route, candidate):
+
+- ``rollback``: some cell is worse with confidence (its bound excludes 0) and
+  its estimate is worse than the practical margin (``DEFAULT_MARGINS``: 10 %
+  relative on cost and latency, 20 % on tokens and loop depth, 2 points of error
+  rate, 0.03 on a score mean). Latched until the candidate is forgotten.
+- ``promote``: after ``promote_after_s``, every overall metric is shown to be
+  within its margin (the whole bound below it: non-inferiority) and no cell
+  calls for a rollback.
+- ``hold``: neither yet.
+
+**Why the judge keeps its own statistics** rather than reading the minute
+buckets: those are keyed by (route, model, prompt_version) without cohort, and
+adding cohort to their key would multiply the rows of ``stats_1m``, the
+sketches of every minute and the engine's per-route merge for every route, for
+the benefit of the few routes with a canary. The tests need only counts, sums
+and sums of squares (no sketches), so the judge folds each batch with a few
+``np.bincount`` calls into per-minute partials of (route, prompt_version,
+model, cohort), and only while a candidate is being judged does it keep running
+sums per (candidate, cohort) and (incumbent, cohort): a (cohorts x 14 x 3)
+array each. Minutes are folded when the Stage's watermark closes them, so the
+worker and replay decide at the same event times.
+
+Bounded state: ``max_routes`` routes (least recently seen first out),
+``max_variants`` per dimension and ``max_cohorts`` per route (the rest fold into
+``__other__``, never a candidate), ``max_candidates`` per route, ``MAX_SCORES``
+score names (further names are not judged); variants unseen for
+``forget_after_s`` are forgotten.
+
+Not yet: a full switch (100 % at once, the incumbent gone in the same minute)
+has no incumbent minutes to compare with and stays ``hold``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from tracewatch.config import RolloutSettings, Settings
+from tracewatch.detectors.engine import Transition
+from tracewatch.detectors.sequential import Interval
+from tracewatch.schemas.alert import Alert
+from tracewatch.schemas.breaker import VariantSignal, Verdict, variant_scope
+from tracewatch.schemas.record import EventRecord
+
+__all__ = [
+    "ALERTNAME",
+    "DEFAULT_MARGINS",
+    "DIMENSIONS",
+    "CellResult",
+    "RolloutJudge",
+    "RolloutOutput",
+    "RolloutState",
+]
+
+ALERTNAME = "CanaryRegression"
+OTHER = "__other__"
+DIMENSIONS = ("prompt_version", "model")
+#: metric slots before the scores: (name, relative?, default margin)
+BASE_METRICS: tuple[tuple[str, bool, float], ...] = (
+    ("error_rate", False, 0.02),
+    ("latency_ms", True, 0.10),
+    ("cost_usd", True, 0.10),
+    ("input_tokens", True, 0.20),
+    ("output_tokens", True, 0.20),
+    ("loop_depth", True, 0.20),
+)
+MAX_SCORES = 8
+SLOTS = len(BASE_METRICS) + MAX_SCORES
+#: margins by metric name (``score`` for every score without its own)
+DEFAULT_MARGINS: dict[str, float] = {name: m for name, _, m in BASE_METRICS} | {"score": 0.03}
+#: a score's variance is floored at this (a constant score would claim certainty)
+_VAR_FLOOR = 1e-4
+#: per arm, the events a cohort cell needs to name the cohort of an overall regression
+ATTRIBUTE_SAMPLES = 10
+#: while held, a candidate's state is published again this often (share, evidence)
+REFRESH_S = 300.0
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    """One (metric, cohort) comparison: candidate worse by ``interval`` (in margin units)."""
+
+    metric: str
+    cohort: str | None
+    interval: Interval
+    margin: float
+    candidate: float
+    incumbent: float
+    n_candidate: int
+    n_incumbent: int
+
+    @property
+    def regressed(self) -> bool:
+        return self.interval.lower > 0 and self.interval.estimate > self.margin
+
+    @property
+    def within_margin(self) -> bool:
+        return self.interval.upper < self.margin
+
+    @property
+    def severity(self) -> float:
+        return self.interval.estimate / self.margin
+
+
+@dataclass
+class RolloutState:
+    """The latest judgement of one candidate (the ``tracewatch rollouts`` row)."""
+
+    route: str
+    dimension: str
+    candidate: str
+    incumbent: str
+    started: float
+    verdict: Verdict = "hold"
+    share: float = 0.0
+    metric: str | None = None
+    cohort: str | None = None
+    evidence: str = "not enough events yet"
+    n_candidate: int = 0
+    n_incumbent: int = 0
+
+    @property
+    def variant(self) -> str:
+        return f"{self.dimension}={self.candidate}"
+
+    @property
+    def incumbent_variant(self) -> str:
+        return f"{self.dimension}={self.incumbent}"
+
+    @property
+    def weight(self) -> float:
+        """The share the router may give the candidate now."""
+        if self.verdict == "rollback":
+            return 0.0
+        if self.verdict == "promote":
+            return round(min(1.0, max(2 * self.share, self.share + 0.1)), 3)
+        return round(self.share, 3)
+
+
+@dataclass
+class RolloutOutput:
+    signals: list[VariantSignal] = field(default_factory=list)
+    transitions: list[Transition] = field(default_factory=list)
+
+
+@dataclass
+class _Variant:
+    first: float
+    last: float
+    count: float = 0.0
+
+
+@dataclass
+class _Comparison:
+    state: RolloutState
+    candidate: FloatArray  # (cohorts, SLOTS, 3): n, sum, sum of squares
+    incumbent: FloatArray
+    route_count: float = 0.0
+    published_at: float = -math.inf
+    published: Verdict | None = None
+    alert: Alert | None = None
+
+
+@dataclass
+class _Route:
+    first: float
+    last: float
+    cohorts: dict[str, int] = field(default_factory=dict)
+    variants: dict[str, dict[str, _Variant]] = field(
+        default_factory=lambda: {d: {} for d in DIMENSIONS}
+    )
+    incumbent: dict[str, str] = field(default_factory=dict)
+    comparisons: dict[tuple[str, str], _Comparison] = field(default_factory=dict)
+
+
+#: (route, prompt_version, model, cohort) after the caps
+_Cell = tuple[str, str, str, str]
+
+
+class RolloutJudge:
+    """Events in (``observe``), closed minutes judged (``close``); pure, event time."""
+
+    def __init__(
+        self,
+        settings: RolloutSettings | None = None,
+        lower_is_better: Iterable[str] = ("hallucination",),
+        width_s: float = 60.0,
+    ) -> None:
+        self.settings = settings or RolloutSettings()
+        self.lower_is_better = frozenset(lower_is_better)
+        self.width_s = width_s
+        self.scores: dict[str, int] = {}  # score name → slot
+        self.routes: OrderedDict[str, _Route] = OrderedDict()
+        self.pending: dict[float, dict[_Cell, FloatArray]] = {}
+        self.folded_until = -math.inf
+        cells = (self.settings.max_cohorts + 1) * SLOTS
+        self.alpha_cell = self.settings.alpha / cells
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RolloutJudge | None:
+        """The judge the worker and replay both build; None when rollouts are off."""
+        if not settings.rollout.enabled:
+            return None
+        return cls(settings.rollout, settings.detect.lower_is_better_scores)
+
+    # -- events in -----------------------------------------------------------------------
+
+    def observe(self, events: Sequence[EventRecord]) -> None:
+        """Fold a batch into per-minute partials (a few vectorised sums per batch)."""
+        if not events:
+            return
+        keys = [
+            (e.route, e.prompt_version or "", e.model or "", e.cohort or "",
+             math.floor(e.ts / self.width_s) * self.width_s)
+            for e in events
+        ]  # fmt: skip
+        index: dict[tuple[str, str, str, str, float], int] = {}
+        ids = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.intp, len(keys))
+        sums = _group_sums(ids, len(index), self._values(events))
+        for (route, pv, model, cohort, minute), g in index.items():
+            cell = self._capped(route, pv, model, cohort, minute)
+            if cell is None:
+                continue
+            bucket = self.pending.setdefault(minute, {})
+            if cell in bucket:
+                bucket[cell] += sums[g]
+            else:
+                bucket[cell] = sums[g].copy()
+
+    def _values(self, events: Sequence[EventRecord]) -> FloatArray:
+        """(events, SLOTS) values; NaN where a metric does not apply."""
+        n = len(events)
+        out = np.full((n, SLOTS), np.nan)
+        request = np.fromiter((e.kind != "eval" for e in events), bool, n)
+        status = np.fromiter((e.status != "ok" for e in events), np.float64, n)
+        out[request, 0] = status[request]
+        for slot, attr in enumerate(
+            ("latency_ms", "cost_usd", "input_tokens", "output_tokens", "loop_depth"), start=1
+        ):
+            column = np.array([getattr(e, attr) for e in events], dtype=np.float64)
+            column[~request] = np.nan
+            out[:, slot] = column
+        for i, e in enumerate(events):
+            for name, value in e.scores.items():
+                score = self._score_slot(name)
+                if score is not None:
+                    out[i, score] = value
+        return out
+
+    def _score_slot(self, name: str) -> int | None:
+        slot = self.scores.get(name)
+        if slot is None and len(self.scores) < MAX_SCORES:
+            slot = self.scores[name] = len(BASE_METRICS) + len(self.scores)
+        return slot
+
+    def _capped(self, route: str, pv: str, model: str, cohort: str, minute: float) -> _Cell | None:
+        state = self.routes.get(route)
+        if state is None:
+            if minute <= self.folded_until - self.settings.forget_after_s:
+                return None  # a straggler of a route long gone
+            state = self.routes[route] = _Route(minute, minute)
+            while len(self.routes) > self.settings.max_routes:
+                self.routes.popitem(last=False)
+        self.routes.move_to_end(route)
+        if cohort not in state.cohorts and len(state.cohorts) < self.settings.max_cohorts:
+            state.cohorts[cohort] = len(state.cohorts)
+        cohort = cohort if cohort in state.cohorts else OTHER
+        return (
+            route,
+            self._variant(state, "prompt_version", pv, minute),
+            self._variant(state, "model", model, minute),
+            cohort,
+        )
+
+    def _variant(self, state: _Route, dimension: str, value: str, minute: float) -> str:
+        known = state.variants[dimension]
+        if value in known or value == "":
+            return value
+        if len(known) >= self.settings.max_variants:
+            return OTHER
+        known[value] = _Variant(minute, minute)
+        return value
+
+    # -- closed minutes judged -----------------------------------------------------------
+
+    def close(self, until: float) -> RolloutOutput:
+        """Fold and judge every pending minute that ends at or before ``until``."""
+        out = RolloutOutput()
+        for minute in sorted(m for m in self.pending if m + self.width_s <= until):
+            self._fold(minute, self.pending.pop(minute), out)
+        return out
+
+    def finish(self) -> RolloutOutput:
+        """Fold and judge every pending minute (the end of a replay)."""
+        return self.close(math.inf)
+
+    def _fold(self, minute: float, cells: dict[_Cell, FloatArray], out: RolloutOutput) -> None:
+        end = minute + self.width_s
+        self.folded_until = max(self.folded_until, end)
+        by_route: dict[str, list[tuple[_Cell, FloatArray]]] = {}
+        for cell, sums in cells.items():
+            by_route.setdefault(cell[0], []).append((cell, sums))
+        for route, items in by_route.items():
+            state = self.routes.get(route)
+            if state is not None:
+                self._fold_route(route, state, minute, items, out)
+        for route, state in list(self.routes.items()):
+            self._forget(route, state, end, out)
+
+    def _fold_route(
+        self,
+        route: str,
+        state: _Route,
+        minute: float,
+        items: list[tuple[_Cell, FloatArray]],
+        out: RolloutOutput,
+    ) -> None:
+        state.last = max(state.last, minute)
+        for d, dimension in enumerate(DIMENSIONS):
+            counts: dict[str, float] = {}
+            for cell, sums in items:
+                counts[cell[1 + d]] = counts.get(cell[1 + d], 0.0) + float(sums[:, 0].max())
+            for value, count in counts.items():
+                variant = state.variants[dimension].get(value)
+                if variant is not None:
+                    variant.count += count
+                    variant.last = max(variant.last, minute)
+            self._start_comparisons(route, state, dimension, minute)
+        total = sum(float(s[:, 0].max()) for _, s in items)
+        for (dimension, value), comp in state.comparisons.items():
+            d = 1 + DIMENSIONS.index(dimension)
+            comp.route_count += total
+            for cell, sums in items:
+                cohort = state.cohorts.get(cell[3], self.settings.max_cohorts)
+                if cell[d] == value:
+                    comp.candidate[cohort] += sums
+                elif cell[d] == comp.state.incumbent:
+                    comp.incumbent[cohort] += sums
+            self._judge(route, state, comp, minute + self.width_s, out)
+
+    def _start_comparisons(self, route: str, state: _Route, dimension: str, minute: float) -> None:
+        variants = state.variants[dimension]
+        named = self.settings.incumbents.get(route, "")
+        for value, variant in variants.items():
+            if (
+                value == OTHER
+                or variant.first != minute
+                or variant.first < state.first + self.settings.establish_s
+                or (dimension, value) in state.comparisons
+                or len(state.comparisons) >= self.settings.max_candidates
+            ):
+                continue
+            incumbent = self._incumbent(variants, dimension, named, value)
+            if incumbent is None:
+                continue
+            shape = (self.settings.max_cohorts + 1, SLOTS, 3)
+            state.comparisons[(dimension, value)] = _Comparison(
+                RolloutState(route, dimension, value, incumbent, minute),
+                np.zeros(shape),
+                np.zeros(shape),
+            )
+
+    @staticmethod
+    def _incumbent(
+        variants: dict[str, _Variant], dimension: str, named: str, candidate: str
+    ) -> str | None:
+        prefix = f"{dimension}="
+        if named.startswith(prefix) and named[len(prefix) :] in variants:
+            return named[len(prefix) :]
+        first = variants[candidate].first
+        older = [(v.count, k) for k, v in variants.items() if v.first < first and k != OTHER]
+        return max(older)[1] if older else None
+
+    # -- the verdict ---------------------------------------------------------------------
+
+    def _judge(
+        self, route: str, state: _Route, comp: _Comparison, at: float, out: RolloutOutput
+    ) -> None:
+        s = comp.state
+        n_cand = float(comp.candidate[:, :, 0].max(axis=1).sum())
+        n_inc = float(comp.incumbent[:, :, 0].max(axis=1).sum())
+        s.share = n_cand / comp.route_count if comp.route_count else 0.0
+        s.n_candidate, s.n_incumbent = int(n_cand), int(n_inc)
+        if s.share < self.settings.min_share:
+            return
+        if s.verdict != "rollback":
+            self._decide(state, comp, at)
+        due = at - comp.published_at >= REFRESH_S and s.verdict == "hold"
+        if s.verdict != comp.published or due:
+            out.signals.append(self._signal(s, at))
+            comp.published, comp.published_at = s.verdict, at
+        if s.verdict == "rollback" and comp.alert is None:
+            comp.alert = self._alert(s, at)
+            out.transitions.append(Transition(at, comp.alert))
+
+    def _decide(self, state: _Route, comp: _Comparison, at: float) -> None:
+        s = comp.state
+        overall = self._cells(comp.candidate.sum(axis=0), comp.incumbent.sum(axis=0), None)
+        cohort_cells: list[CellResult] = []
+        if len(state.cohorts) > 1:
+            names = {i: c for c, i in state.cohorts.items()} | {self.settings.max_cohorts: OTHER}
+            for i, name in names.items():
+                cohort_cells += self._cells(
+                    comp.candidate[i], comp.incumbent[i], name or "(none)", ATTRIBUTE_SAMPLES
+                )
+        worst = _deciding(overall, cohort_cells, self.settings.min_samples)
+        if worst is not None:
+            self._explain(s, "rollback", worst)
+            return
+        ready = at - s.started >= self.settings.promote_after_s
+        if overall and ready and all(c.within_margin for c in overall):
+            best = min(overall, key=lambda c: c.severity)
+            self._explain(s, "promote", best)
+        elif overall:
+            blocking = max(overall, key=lambda c: c.interval.upper / c.margin)
+            self._explain(s, "hold", blocking)
+
+    def _explain(self, s: RolloutState, verdict: Verdict, cell: CellResult) -> None:
+        s.verdict, s.metric, s.cohort = verdict, cell.metric, cell.cohort
+        s.evidence = _evidence(cell, s.incumbent, verdict)
+
+    def _cells(
+        self, cand: FloatArray, inc: FloatArray, cohort: str | None, min_samples: int = 0
+    ) -> list[CellResult]:
+        results = []
+        names = {slot: name for name, slot in self.scores.items()}
+        least = min_samples or self.settings.min_samples
+        for slot in range(SLOTS):
+            if min(cand[slot, 0], inc[slot, 0]) < least:
+                continue
+            if slot < len(BASE_METRICS):
+                metric, relative, _ = BASE_METRICS[slot]
+                higher_is_worse = True
+            else:
+                metric, relative = f"score:{names[slot]}", False
+                higher_is_worse = names[slot] in self.lower_is_better
+            cell = self._compare(metric, relative, higher_is_worse, cand[slot], inc[slot], cohort)
+            if cell is not None:
+                results.append(cell)
+        return results
+
+    def _margin(self, metric: str) -> float:
+        margins = self.settings.margins
+        if metric.startswith("score:"):
+            return margins.get(metric, margins.get("score", DEFAULT_MARGINS["score"]))
+        return margins.get(metric, DEFAULT_MARGINS[metric])
+
+    def _compare(
+        self,
+        metric: str,
+        relative: bool,
+        higher_is_worse: bool,
+        cand: FloatArray,
+        inc: FloatArray,
+        cohort: str | None,
+    ) -> CellResult | None:
+        (n_c, m_c, v_c), (n_i, m_i, v_i) = _moments(cand), _moments(inc)
+        if metric == "error_rate":  # binomial variance, kept off 0 (Agresti-style smoothing)
+            v_c, v_i = _binomial_var(m_c, n_c), _binomial_var(m_i, n_i)
+        elif not relative:
+            v_c, v_i = max(v_c, _VAR_FLOOR), max(v_i, _VAR_FLOOR)
+        margin = self._margin(metric)
+        if relative:
+            if m_c <= 0 or m_i <= 0:
+                return None
+            diff = math.log(m_c / m_i)
+            variance = v_c / (n_c * m_c * m_c) + v_i / (n_i * m_i * m_i)
+            margin = math.log1p(margin)
+        else:
+            diff = m_c - m_i
+            variance = v_c / n_c + v_i / n_i
+        sign = 1.0 if higher_is_worse else -1.0
+        interval = Interval.of(sign * diff, variance, margin * margin, self.alpha_cell)
+        return CellResult(metric, cohort, interval, margin, m_c, m_i, int(n_c), int(n_i))
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _signal(self, s: RolloutState, at: float) -> VariantSignal:
+        return VariantSignal(
+            scope=variant_scope(s.route, s.dimension, s.candidate),
+            state="open" if s.verdict == "rollback" else "closed",
+            reason=f"{s.verdict}: {s.evidence}",
+            opened_at=_utc(at),
+            ttl_s=None,
+            verdict=s.verdict,
+            weight=s.weight,
+            route=s.route,
+            variant=s.variant,
+            incumbent=s.incumbent_variant,
+            share=round(min(1.0, s.share), 4),
+            metric=s.metric,
+            cohort=s.cohort,
+            evidence=s.evidence,
+        )
+
+    def _alert(self, s: RolloutState, at: float, ends: float | None = None) -> Alert:
+        labels = {
+            "route": s.route,
+            "metric": s.metric or "",
+            "variant": s.variant,
+            "incumbent": s.incumbent_variant,
+            "detector": "rollout",
+            "severity": "critical",
+        }
+        if s.cohort is not None:
+            labels["cohort"] = s.cohort
+        identity = "\x1f".join([ALERTNAME, s.route, s.variant, str(s.started)])
+        return Alert(
+            fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:16],
+            status="firing" if ends is None else "resolved",
+            alertname=ALERTNAME,
+            labels=labels,
+            starts_at=_utc(at),
+            ends_at=None if ends is None else _utc(ends),
+            summary=f"canary {s.variant} on {s.route}: {s.evidence}",
+        )
+
+    def _forget(self, route: str, state: _Route, now: float, out: RolloutOutput) -> None:
+        horizon = now - self.settings.forget_after_s
+        for dimension in DIMENSIONS:
+            variants = state.variants[dimension]
+            for value in [v for v, info in variants.items() if info.last + self.width_s < horizon]:
+                del variants[value]
+        for key, comp in list(state.comparisons.items()):
+            dimension, value = key
+            known = state.variants[dimension]
+            if value in known and comp.state.incumbent in known:
+                continue
+            del state.comparisons[key]
+            if comp.alert is not None:
+                resolved = comp.alert.model_copy(
+                    update={"status": "resolved", "ends_at": _utc(now)}
+                )
+                out.transitions.append(Transition(now, resolved))
+        if state.last + self.width_s < horizon and not state.comparisons:
+            del self.routes[route]
+
+    # -- readings ------------------------------------------------------------------------
+
+    def states(self) -> list[RolloutState]:
+        """Every candidate being judged, by route."""
+        return [c.state for r in self.routes.values() for c in r.comparisons.values()]
+
+    def firing(self) -> list[Alert]:
+        return [c.alert for r in self.routes.values() for c in r.comparisons.values() if c.alert]
+
+
+def _deciding(
+    overall: list[CellResult], cohorts: list[CellResult], min_samples: int
+) -> CellResult | None:
+    """The cell a rollback names; None when no cell regressed.
+
+    A cohort cell regresses only with ``min_samples`` per arm (``cohorts`` also holds
+    smaller ones, for attribution). The worst overall regression is named by its
+    cohort when it is confined to one: that cohort's estimate is beyond the margin
+    and every other cohort's within it. A regression on a cohort alone (the overall
+    diluted below significance) names that cohort.
+    """
+    hit = [c for c in overall if c.regressed]
+    if hit:
+        worst = max(hit, key=lambda c: c.severity)
+        cells = [c for c in cohorts if c.metric == worst.metric]
+        beyond = [c for c in cells if c.interval.estimate > c.margin]
+        return beyond[0] if len(beyond) == 1 and len(cells) > 1 else worst
+    regressed = [c for c in cohorts if c.regressed and c.n_candidate >= min_samples]
+    return max(regressed, key=lambda c: c.severity) if regressed else None
+
+
+def _group_sums(ids: npt.NDArray[np.intp], groups: int, values: FloatArray) -> FloatArray:
+    """(groups, SLOTS, 3): per group and slot the count, sum and sum of squares."""
+    out = np.zeros((groups, values.shape[1], 3))
+    present = ~np.isnan(values)
+    clean = np.where(present, values, 0.0)
+    for slot in range(values.shape[1]):
+        if not present[:, slot].any():
+            continue
+        out[:, slot, 0] = np.bincount(ids, present[:, slot], groups)
+        out[:, slot, 1] = np.bincount(ids, clean[:, slot], groups)
+        out[:, slot, 2] = np.bincount(ids, clean[:, slot] ** 2, groups)
+    return out
+
+
+def _moments(sums: FloatArray) -> tuple[float, float, float]:
+    """Count, mean and (unbiased) variance from count, sum and sum of squares."""
+    n, total, squares = float(sums[0]), float(sums[1]), float(sums[2])
+    mean = total / n
+    variance = max(0.0, (squares - n * mean * mean) / (n - 1))
+    return n, mean, variance
+
+
+def _binomial_var(rate: float, n: float) -> float:
+    p = (rate * n + 0.5) / (n + 1.0)
+    return p * (1.0 - p)
+
+
+def _evidence(cell: CellResult, incumbent: str, verdict: Verdict) -> str:
+    where = f" on cohort {cell.cohort}" if cell.cohort else ""
+    name = cell.metric.removeprefix("score:")
+    line = (
+        f"{name}{where}: {_fmt(cell.candidate)} vs {_fmt(cell.incumbent)} for {incumbent}, "
+        f"n={_count(cell.n_candidate)} vs {_count(cell.n_incumbent)}"
+    )
+    if verdict == "hold":
+        line += f" (not yet shown within {_fmt_margin(cell)})"
+    return line
+
+
+def _fmt(value: float) -> str:
+    if value == 0 or abs(value) >= 100:
+        return f"{value:.0f}"
+    digits = max(2, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:.{digits}f}"
+
+
+def _fmt_margin(cell: CellResult) -> str:
+    if cell.metric == "error_rate" or cell.metric.startswith("score:"):
+        return f"{cell.margin:g}"
+    return f"{math.expm1(cell.margin):.0%}"
+
+
+def _count(n: int) -> str:
+    return f"{n:,}".replace(",", " ")
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=UTC)
