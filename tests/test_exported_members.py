@@ -19,7 +19,7 @@ def test_tracewatch_exports() -> None:
 def test_sdk_exports() -> None:
     assert sorted(tracewatch.sdk.__all__) == [
         "AlertSubscriber", "BreakerClient", "BreakerOpen", "DeliveryError", "InvalidEvent",
-        "TraceProducer",
+        "TraceProducer", "VariantDecision",
     ]  # fmt: skip
     for name in tracewatch.sdk.__all__:
         assert hasattr(tracewatch.sdk, name), name

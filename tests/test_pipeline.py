@@ -73,3 +73,32 @@ def test_content_attributes_are_dropped_unless_the_operator_opts_in() -> None:
     assert dropped.attributes == {"region": "eu", "gen_ai.prompt.name": "greeting"}
     (kept,) = Pipeline(store_content=True).process(messages([value])).events
     assert kept.attributes == attributes
+
+
+def test_events_dated_past_the_clock_skew_go_to_the_dlq_and_hold_nothing() -> None:
+    """Issue 16: one event a year ahead must not open a minute, move the watermark
+    or make the later events late."""
+    good = [json.dumps(e).encode() for e in DemoTraffic(seed=4).take(T0, 600)]
+    ahead = json.loads(good[0])
+    ahead.update(event_id="from-the-future", ts=T0 + 365 * 86400)
+    just_inside = dict(ahead, event_id="skewed-a-little", ts=T0 + 3500)
+    values = [*good[:300], json.dumps(ahead).encode(), json.dumps(just_inside).encode()]
+    pipeline = Pipeline(allowed_lateness_s=120, clock=lambda: T0, max_future_s=3600)
+    result = pipeline.process(messages(values + good[300:]))
+    (refused,) = result.rejected
+    assert refused.error.reason == "future_timestamp" and refused.error.field == "ts"
+    assert refused.message.offset == 300
+    assert "365 days after" in str(refused.error) and "MAX_FUTURE_S" in str(refused.error)
+    assert pipeline.counters.rejected == {"future_timestamp": 1}
+    assert pipeline.counters.valid == 601 and result.late == 0
+    assert pipeline.aggregator.watermark < T0 + 3600
+
+
+def test_the_clock_is_read_when_the_batch_is_processed() -> None:
+    event = next(iter(DemoTraffic(seed=5).take(T0, 1)))
+    now = [T0 - 7200.0]
+    pipeline = Pipeline(clock=lambda: now[0], max_future_s=3600)
+    assert pipeline.process(messages([json.dumps(event).encode()])).rejected
+    now[0] = T0
+    event["event_id"] = "again-later"
+    assert not pipeline.process(messages([json.dumps(event).encode()])).rejected

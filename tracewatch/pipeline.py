@@ -9,8 +9,9 @@ writing statistics, committing offsets.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -25,7 +26,11 @@ from tracewatch.errors import InvalidEvent
 from tracewatch.pricing import PriceTable
 from tracewatch.schemas.content import without_content
 from tracewatch.schemas.record import EventRecord
-from tracewatch.schemas.validation import DEFAULT_MAX_MESSAGE_BYTES, decode_records
+from tracewatch.schemas.validation import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    decode_records,
+    future_rejects,
+)
 
 __all__ = [
     "BatchResult",
@@ -127,10 +132,17 @@ class Pipeline:
         dedup_window: int = 1_000_000,
         prices: PriceTable | None = None,
         store_content: bool = False,
+        max_future_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """``prices``: completes ``cost_usd`` from the model and tokens where it is missing.
-        ``store_content``: keep attributes named as prompt/completion content."""
+        ``store_content``: keep attributes named as prompt/completion content.
+        ``max_future_s``: events dated further than this after ``clock()`` (the wall
+        clock when the batch is processed; tests inject one) go to the DLQ as
+        ``future_timestamp``."""
         self.prices = prices
+        self.max_future_s = max_future_s
+        self.clock = clock
         self.store_content = store_content
         self.aggregator = BucketAggregator(bucket_width_s, allowed_lateness_s)
         self.max_message_bytes = max_message_bytes
@@ -146,6 +158,7 @@ class Pipeline:
             dedup_window=worker.dedup_window,
             prices=prices,
             store_content=worker.store_content,
+            max_future_s=worker.max_future_s,
         )
 
     def process(
@@ -160,6 +173,7 @@ class Pipeline:
         batch = messages if isinstance(messages, MessageBatch) else MessageBatch.of(messages)
         records, index, bad = decode_records(batch.values, self.max_message_bytes)
         rejected = [Rejected(batch.message(i), exc) for i, exc in bad]
+        records, index = self._not_future(batch, records, index, rejected)
         events, index = self._first_seen(batch, records, index, rejected)
         if not self.store_content:
             _drop_content(events)
@@ -188,6 +202,23 @@ class Pipeline:
         for i in rows:
             events[i] = msgspec.structs.replace(events[i], cost_usd=float(costs[i]))
         return (dataclasses.replace(cols, cost_usd=costs) if rows else cols), computed
+
+    def _not_future(
+        self,
+        batch: MessageBatch,
+        records: list[EventRecord],
+        index: list[int],
+        rejected: list[Rejected],
+    ) -> tuple[list[EventRecord], list[int]]:
+        """Move the events dated too far ahead of the wall clock to ``rejected``."""
+        ahead = future_rejects(records, self.clock(), self.max_future_s)
+        if not ahead:
+            return records, index
+        rejected.extend(Rejected(batch.message(index[j]), exc) for j, exc in ahead)
+        rejected.sort(key=lambda r: (r.message.partition, r.message.offset))
+        drop = {j for j, _ in ahead}
+        keep = [j for j in range(len(records)) if j not in drop]
+        return [records[j] for j in keep], [index[j] for j in keep]
 
     def _first_seen(
         self,

@@ -18,6 +18,9 @@ Reason codes (the ``tracewatch.reason`` DLQ header):
     too_short           an empty string where one is required
     invalid_value       a value outside its allowed set, or a malformed timestamp
     duplicate_event_id  an ``event_id`` already seen (assigned by the worker, not here)
+    future_timestamp    ``ts`` more than the allowed clock skew after the wall clock at
+                        processing (``TRACEWATCH_WORKER_MAX_FUTURE_S``, 1 h by default;
+                        assigned by the worker, since it depends on when the event is read)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "REASONS",
     "decode_records",
+    "future_rejects",
     "reason_of",
     "validate_message",
 ]
@@ -57,6 +61,7 @@ REASONS: tuple[str, ...] = (
     "too_short",
     "invalid_value",
     "duplicate_event_id",
+    "future_timestamp",
 )
 
 _BY_ERROR_TYPE: dict[str, str] = {
@@ -130,6 +135,37 @@ def decode_records(
         except InvalidEvent as exc:
             rejected.append((i, exc))
     return records, index, rejected
+
+
+def future_rejects(
+    records: Sequence[EventRecord], now: float, max_future_s: float
+) -> list[tuple[int, InvalidEvent]]:
+    """The records dated more than ``max_future_s`` after ``now`` (the wall clock).
+
+    One such event would open a minute that never closes, pin its partition's
+    commit (every restart re-reads up to the topic's retention) and move the
+    watermark ahead so that every later event counts as late (issue 16).
+    """
+    limit = now + max_future_s
+    out = []
+    for i, record in enumerate(records):
+        if record.ts > limit:
+            ahead = record.ts - now
+            detail = (
+                f"ts is {_duration(ahead)} after this worker's clock (limit "
+                f"{_duration(max_future_s)}): fix the sender's clock or its time unit, or raise "
+                "TRACEWATCH_WORKER_MAX_FUTURE_S"
+            )
+            out.append((i, InvalidEvent("future_timestamp", detail, "ts")))
+    return out
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds:.0f} s"
 
 
 def _is_utf8(value: bytes) -> bool:

@@ -4,6 +4,7 @@ from tracewatch.errors import DeliveryError, InvalidEvent
 from tracewatch.sdk.alerts import AlertSubscriber
 from tracewatch.sdk.breakers import BreakerClient, BreakerOpen
 from tracewatch.sdk.producer import TraceProducer
+from tracewatch.sdk.variants import VariantDecision
 
 __all__ = [
     "AlertSubscriber",
@@ -12,4 +13,5 @@ __all__ = [
     "DeliveryError",
     "InvalidEvent",
     "TraceProducer",
+    "VariantDecision",
 ]

@@ -21,6 +21,12 @@
 
 ``check(trace_id, route)`` is the same decision without raising (a ``Decision``).
 
+Canaries: ``variant_state(route, prompt_version="v21")`` (or ``model=...``) gives a
+router tracewatch's rollout verdict on that variant (``rollback``, ``promote``,
+``hold``, or None when not judged), whether it may still get traffic, and a
+suggested weight (``sdk/variants.py``). It reads the ``variant:`` scopes of the
+same topic.
+
 How it works: tracewatch's worker publishes one ``BreakerSignal`` per transition
 (contract.md, "Breaker signal") to the log-compacted breakers topic, keyed by
 scope. The client reads that topic from the beginning of every partition on a
@@ -84,8 +90,9 @@ from pydantic import ValidationError
 
 from tracewatch.config import KafkaSettings
 from tracewatch.errors import ConfigError, ServiceUnavailable, TracewatchError
-from tracewatch.schemas.breaker import BreakerSignal
+from tracewatch.schemas.breaker import BreakerSignal, VariantSignal
 from tracewatch.sdk.alerts import _HOW_TO_FIX, _MISSING_TOPIC, _REFUSED
+from tracewatch.sdk.variants import VariantDecision, variant_scopes
 
 __all__ = ["BreakerClient", "BreakerOpen", "BreakerState", "Decision"]
 
@@ -185,6 +192,7 @@ class BreakerState:
         self.stale_after_s = stale_after_s
         self.probe_every = probe_every
         self._breakers: dict[str, _Breaker] = {}
+        self._variants: dict[str, VariantSignal] = {}  # rollout verdicts, any state
         self._ready = False
         self._contact = -math.inf  # when the monitor was last heard from
         mode = "fail-open" if fail_open else "fail-closed"
@@ -210,15 +218,55 @@ class BreakerState:
         return self._ready and now - self._contact <= self.stale_after_s
 
     def apply(self, signal: BreakerSignal) -> None:
-        """Make ``signal`` its scope's state: open replaces, closed removes."""
-        if signal.state == "closed":
+        """Make ``signal`` its scope's state: open replaces, closed removes.
+
+        A variant scope keeps its latest verdict whatever its state (``variant_state``).
+        """
+        if signal.scope.startswith("variant:"):
+            self._apply_variant(signal)
+        elif signal.state == "closed":
             self._breakers.pop(signal.scope, None)
         else:
             self._breakers[signal.scope] = _Breaker(signal, self.probe_every)
 
+    def _apply_variant(self, signal: BreakerSignal) -> None:
+        try:
+            variant = (
+                signal
+                if isinstance(signal, VariantSignal)
+                else VariantSignal.model_validate(signal.model_dump())
+            )
+        except ValidationError as exc:
+            log.warning("skipped a variant signal for %s: %s", signal.scope, exc)
+            return
+        self._variants[signal.scope] = variant
+
     def remove(self, scope: str) -> None:
         """Forget a scope (a tombstone on the compacted topic)."""
         self._breakers.pop(scope, None)
+        self._variants.pop(scope, None)
+
+    def variant_state(
+        self,
+        route: str,
+        prompt_version: str | None = None,
+        model: str | None = None,
+        *,
+        now: float,
+    ) -> VariantDecision:
+        """The rollout verdict on a variant of ``route``; a rollback of either field wins."""
+        known = [self._variants[s] for s in variant_scopes(route, prompt_version, model)
+                 if s in self._variants]  # fmt: skip
+        if not known:
+            if not self.fresh(now):
+                return VariantDecision(self.fail_open, reason=self._unreachable.reason)
+            return VariantDecision(True, reason="not judged")
+        rank = {"rollback": 0, "hold": 1, "promote": 2}
+        return VariantDecision.of(min(known, key=lambda v: rank[v.verdict]))
+
+    def variants(self) -> list[VariantSignal]:
+        """The latest verdict of every variant scope held (``tracewatch rollouts``)."""
+        return list(self._variants.values())
 
     def get(self, scope: str) -> BreakerSignal | None:
         """The open signal of ``scope``, if one is held (expired or not)."""
@@ -308,6 +356,12 @@ class BreakerClient:
     def check(self, trace_id: str | None = None, route: str | None = None) -> Decision:
         """May the next step of ``trace_id`` on ``route`` run? Memory only, no I/O."""
         return self.state.check(trace_id, route, now=self._clock())
+
+    def variant_state(
+        self, route: str, prompt_version: str | None = None, model: str | None = None
+    ) -> VariantDecision:
+        """The rollout verdict and suggested weight of a variant (``sdk/variants.py``)."""
+        return self.state.variant_state(route, prompt_version, model, now=self._clock())
 
     def guard(self, trace_id: str | None = None, route: str | None = None) -> _Guard:
         """A context manager that raises ``BreakerOpen`` on entry if the step may not run.
