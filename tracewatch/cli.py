@@ -354,6 +354,50 @@ def breakers_command(bootstrap: BootstrapOpt = None) -> None:
         err.print(f"no open breakers on {settings.kafka.breakers_topic}")
 
 
+@app.command("rollouts")
+def rollouts_command(
+    bootstrap: BootstrapOpt = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from-file", help="A replay's --breakers-out file instead of the topic."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if any candidate is rolled back (CI gate).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines (the wire form).")] = False,
+) -> None:
+    """Canary verdicts: route, candidate, share, verdict, deciding metric, evidence."""
+    from tracewatch.rollouts_view import COLUMNS, read_variant_file, rows
+
+    if from_file is not None:
+        shown = read_variant_file(from_file)
+    else:
+        from tracewatch.sdk.breakers import BreakerClient
+
+        settings = _settings(bootstrap)
+        with BreakerClient(settings.kafka) as client:
+            if not client.wait_ready(15.0):
+                raise ServiceUnavailable(
+                    f"could not read {settings.kafka.breakers_topic} within 15 s; is Kafka up "
+                    "(`bash infra/kafka/start.sh`) and TRACEWATCH_KAFKA_BOOTSTRAP_SERVERS right?"
+                )
+            shown = client.state.variants()
+    if as_json:
+        for signal in shown:
+            _print_json_line(signal.model_dump_json())
+    elif shown:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for name in COLUMNS:
+            table.add_column(name, no_wrap=name != "evidence")
+        for row in rows(shown):
+            table.add_row(*(_text(cell) for cell in row))
+        out.print(table)
+    else:
+        err.print("no canaries judged yet")
+    if check and any(s.verdict == "rollback" for s in shown):
+        sys.exit(1)
+
+
 @app.command()
 def otlp(
     bootstrap: BootstrapOpt = None,
