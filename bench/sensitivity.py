@@ -9,8 +9,9 @@ Each **step stream** is one route over four hours of event time with a daily
 volume swing (+-50 %, the day compressed into the stream as in
 ``tracewatch.demo.scenarios``) and one lasting step starting between minutes
 100 and 160: p95 latency or cost x1.2..x3 (every call slower / dearer), mean
-groundedness -0.03..-0.15 (from 0.85, half the calls scored), or the error rate
-+2/+5 points (from 1 %). Traffic: 0.5, 3 or 20 requests a second on average.
+groundedness -0.03..-0.15 (from 0.85, half the calls scored), the error rate
++2/+5 points (from 1 %), or the block rate of a guardrail every call passes
++4 points (from 1 %). Traffic: 0.5, 3 or 20 requests a second on average.
 A step counts as detected by the first firing alert with its ``metric`` label
 decided after the step started; its delay is the event time between the two.
 
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tracewatch.detectors.buckets import ClosedBucket
-from tracewatch.detectors.columns import STATUS_CODES, EventColumns
+from tracewatch.detectors.columns import GUARDRAIL_CODES, STATUS_CODES, EventColumns
 from tracewatch.detectors.engine import AlertEngine
 from tracewatch.detectors.stats import BucketStats
 
@@ -60,6 +61,7 @@ EFFECTS: tuple[tuple[str, str, tuple[float, ...]], ...] = (
     ("cost", "cost_usd", (1.2, 1.3, 1.5, 2.0, 3.0)),
     ("score", "score:groundedness", (-0.03, -0.05, -0.07, -0.15)),
     ("errors", "error_rate", (0.02, 0.05)),
+    ("guardrail", "guardrail_block_rate:prompt_injection", (0.04,)),
 )
 NUISANCES = ("diurnal", "drift", "traffic", "prompt", "diurnal4h")
 #: Period of the value swing of ``diurnal`` (a real day) and of ``diurnal4h`` (the
@@ -93,10 +95,10 @@ class Result:
     false_alarms: tuple[str, ...]
 
 
-def _factor(stream: Stream, m: float, step: float) -> tuple[float, float, float, float]:
-    """(latency x, cost x, score shift, error rate) at minute ``m`` of the stream."""
+def _factor(stream: Stream, m: float, step: float) -> tuple[float, float, float, float, float]:
+    """(latency x, cost x, score shift, error rate, block rate) at minute ``m``."""
     lat = cost = 1.0
-    shift, errors = 0.0, 0.01
+    shift, errors, blocks = 0.0, 0.01, 0.01
     nuisance = stream.kind.removeprefix("clean:")
     if nuisance in VALUE_DAYS:
         day = VALUE_DAYS[nuisance]
@@ -112,7 +114,9 @@ def _factor(stream: Stream, m: float, step: float) -> tuple[float, float, float,
             shift = stream.size
         elif stream.kind == "errors":
             errors += stream.size
-    return lat, cost, shift, errors
+        elif stream.kind == "guardrail":
+            blocks += stream.size
+    return lat, cost, shift, errors, blocks
 
 
 def _volume(stream: Stream, m: int, phase: float) -> float:
@@ -124,7 +128,7 @@ def _volume(stream: Stream, m: int, phase: float) -> float:
 
 
 def _minute(stream: Stream, rng: np.random.Generator, m: int, n: int, step: float) -> BucketStats:
-    lat_x, cost_x, shift, error_rate = _factor(stream, m + 0.5, step)
+    lat_x, cost_x, shift, error_rate, block_rate = _factor(stream, m + 0.5, step)
     u = rng.uniform(size=n)
     status = np.where(u < error_rate, STATUS_CODES["error"], STATUS_CODES["ok"]).astype(np.int8)
     status[(u >= error_rate) & (u < error_rate + 0.002)] = STATUS_CODES["timeout"]
@@ -147,6 +151,14 @@ def _minute(stream: Stream, rng: np.random.Generator, m: int, n: int, step: floa
         output_tokens=tokens_out,
         loop_depth=np.full(n, np.nan),
         scores=scores,
+        retry_count=np.zeros(n),
+        # every call passes the input guardrail first (its own span in real traffic)
+        guardrail_action=np.where(
+            rng.uniform(size=n) < block_rate,
+            GUARDRAIL_CODES["block"],
+            GUARDRAIL_CODES["allow"],
+        ).astype(np.int8),
+        guardrail_name=["prompt_injection"] * n,
     )
     stats = BucketStats()
     stats.add(cols)
@@ -235,7 +247,8 @@ def report(results: list[Result]) -> str:
                     if r.detected_at is not None and r.step_at is not None
                 ]
                 fast = sum(1 for d in delays if d <= 10.0)
-                name = f"{kind} {size:+g}" if kind in ("score", "errors") else f"{kind} x{size:g}"
+                signed = kind in ("score", "errors", "guardrail")
+                name = f"{kind} {size:+g}" if signed else f"{kind} x{size:g}"
                 lines.append(
                     f"{name:<18}{traffic:>8g}{len(delays):>6}/{len(rs):<3}{fast:>6}/{len(rs):<3}"
                     f"{_fmt_delay(delays)}"
@@ -265,7 +278,8 @@ def _false_alarm_lines(results: list[Result]) -> str:
         f"per 1 000); step streams, alerts on other metrics: {step_false} in "
         f"{step_hours:.0f} route-hours"
     )
-    listed = [(r.stream, f) for r in results for f in r.false_alarms][:15]
+    listed = [(r.stream, f) for r in results for f in r.false_alarms]
+    listed = sorted(listed, key=lambda pair: pair[0].kind == "clean:diurnal4h")[:15]
     for s, alarm in listed:
         lines.append(f"  false  {s.kind} x{s.size:g} {s.traffic:g}/s seed {s.seed}: {alarm}")
     return "\n".join(lines)
