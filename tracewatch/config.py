@@ -205,6 +205,11 @@ class WorkerSettings(BaseSettings):
     sink_flush_interval_s: float = Field(default=1.0, gt=0)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     dedup_window: int = Field(default=1_000_000, ge=0)
+    #: most agent traces the breaker board tracks. bench/memory.py measured about 1.5 KB
+    #: per active trace of 8 steps (154 MB for 100 000): 200 000 is about 300 MiB and
+    #: holds 333 new traces a second for the default 10-minute ttl. When full, closed
+    #: idle traces are shed first; an open trace is never released (issue 16)
+    breaker_max_traces: int = Field(default=200_000, ge=1)
     #: keep attributes that carry prompt/completion content (schemas/content.py); off by
     #: default, as the contract promises
     store_content: bool = False

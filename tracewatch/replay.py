@@ -68,7 +68,7 @@ def replay_file(
     """
     if not events_path.is_file():
         raise ConfigError(f"{events_path}: no such file (give a JSON-lines file of trace events)")
-    judges = load_judges(settings.detect)
+    judges = load_judges(settings.detect, settings.worker.breaker_max_traces)
     stage = Stage.from_settings(
         settings.worker,
         PriceTable.from_settings(settings.pricing),

@@ -114,7 +114,7 @@ class Stage:
         )
         # Events read again were judged before the restart: the board got them back
         # from storage at the warm-up (``restore_breakers``).
-        out.breakers = self._judge_breakers(out.events)
+        out.breakers = self._judge_breakers(out.events, out.partitions)
         if self.rollouts is not None:
             self.rollouts.observe(out.events)
         self._judge_minutes(out, result.closed)
@@ -134,11 +134,13 @@ class Stage:
             self._take_rollouts(out, self.rollouts.finish())
         return out
 
-    def _judge_breakers(self, events: list[EventRecord]) -> list[BreakerSignal]:
+    def _judge_breakers(
+        self, events: list[EventRecord], partitions: list[int]
+    ) -> list[BreakerSignal]:
         board = self.board
         if board is None:
             return []
-        signals = board.observe(events)
+        signals = board.observe(events, partitions)
         signals += board.advance(board.now)
         return signals
 
@@ -174,16 +176,17 @@ class Stage:
         """Drop the state of partitions that moved to another worker; the ids forgotten.
 
         Their new owner rebuilds it from their commit point. Dropped: their hold on
-        the watermark, their share of the open minute buckets and their event ids
-        in the duplicate window. Not yet (TODO, issue 13): the trace breakers of
-        the traces seen on them (``BreakerBoard`` has no public way to forget a
-        trace without a signal; it needs a ``forget_traces`` and a trace →
-        partition map bounded like the board), so the old owner may still
-        publish ``closed: expired`` for a trace that moved.
+        the watermark, their share of the open minute buckets, their event ids in
+        the duplicate window, and the trace breakers of the traces whose latest
+        event came from them (without a signal: the new owner judges them now).
+        Traces restored from storage after a restart carry no partition and stay.
         """
-        forgotten = self.pipeline.recent_ids.forget(set(partitions))
-        for partition in set(partitions):
+        gone = set(partitions)
+        forgotten = self.pipeline.recent_ids.forget(gone)
+        for partition in gone:
             self.pipeline.aggregator.drop_partition(partition)
+        if self.board is not None:
+            self.board.forget_traces(self.board.traces_of(gone))
         return forgotten
 
     def holdback(self) -> dict[int, int]:

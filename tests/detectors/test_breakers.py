@@ -150,23 +150,62 @@ def test_expiry_also_happens_as_events_of_other_traces_move_time() -> None:
     assert board.observe([ev(T0 + 701, loop_depth=3)]) == []
 
 
-def test_traces_are_bounded_and_an_evicted_open_trace_is_closed() -> None:
+def test_an_open_trace_is_never_released_to_make_room() -> None:
+    """Issue 16: an evicted open trace used to be published ``closed: evicted`` and the
+    runaway agent went again. Now closed traces are shed and the open one stays."""
     board = BreakerBoard(max_traces=100)
     opened = one(board.observe([ev(T0, trace="runaway", loop_depth=99)]))
     signals = board.observe([ev(T0 + i / 1000, trace=f"t{i}") for i in range(1, 1000)])
-    assert len(board) == 100
-    closed = one(signals)
-    assert (closed.scope, closed.state, closed.opened_at) == ("trace:runaway", "closed", at(T0))
-    assert closed.reason == "evicted: more than 100 traces tracked"
-    assert opened.scope == closed.scope
+    assert signals == [] and len(board) == 100
+    assert board.traces_shed == 900 and board.traces_refused == 0
+    assert [s.scope for s in board.open_signals()] == [opened.scope]
+    # it stays open while it runs (keep-alive after ttl), and closes only by its own expiry
+    assert board.observe([ev(T0 + 300, trace="runaway", loop_depth=3)]) == []
+    again = one(board.observe([ev(T0 + 600, trace="runaway", loop_depth=3)]))
+    assert (again.scope, again.state) == ("trace:runaway", "open")
+    expired = one(board.advance(T0 + 600 + 600.5))
+    assert (expired.state, expired.reason) == ("closed", "expired: no events for 600 s")
 
 
-def test_eviction_drops_the_least_recently_active_trace() -> None:
+def test_shedding_drops_the_least_recently_active_closed_trace() -> None:
+    board = BreakerBoard(max_traces=3)
+    board.observe([ev(T0, trace="a", loop_depth=30), ev(T0 + 1, trace="b"), ev(T0 + 2, trace="c")])
+    board.observe([ev(T0 + 3, trace="b")])  # b is now more recent than c
+    assert board.observe([ev(T0 + 4, trace="d")]) == []
+    assert board.traces_of({-1}) == ["a", "b", "d"]  # c went, without a signal
+
+
+def test_when_every_tracked_trace_is_open_a_new_one_is_refused_and_counted() -> None:
     board = BreakerBoard(max_traces=2)
     board.observe([ev(T0, trace="a", loop_depth=30), ev(T0 + 1, trace="b", loop_depth=30)])
-    board.observe([ev(T0 + 2, trace="a")])  # a is now more recent than b
-    closed = one(board.observe([ev(T0 + 3, trace="c")]))
-    assert closed.scope == "trace:b"
+    assert board.observe([ev(T0 + 2, trace="c", loop_depth=30)]) == []
+    assert len(board) == 2 and board.traces_refused == 1
+    assert {s.scope for s in board.open_signals()} == {"trace:a", "trace:b"}
+    closed = board.advance(T0 + 700)  # both expire by their ttl: room again
+    assert {s.scope for s in closed} == {"trace:a", "trace:b"}
+    assert one(board.observe([ev(T0 + 701, trace="c", loop_depth=30)])).scope == "trace:c"
+
+
+def test_forget_traces_drops_a_partitions_traces_without_a_signal() -> None:
+    board = BreakerBoard()
+    events = [ev(T0, trace="p0", loop_depth=30), ev(T0 + 1, trace="p1a"), ev(T0 + 2, trace="p1b")]
+    board.observe(events, sources=[0, 1, 1])
+    assert board.traces_of({1}) == ["p1a", "p1b"]
+    assert board.forget_traces([*board.traces_of({0}), "unknown"]) == 1
+    assert board.open_signals() == [] and len(board) == 2
+    assert board.advance(T0 + 10_000) == []  # nothing left to close: the new owner signals
+
+
+def test_an_open_route_is_never_shed_and_the_pressure_is_counted() -> None:
+    board = BreakerBoard(max_routes=1)
+    trip_error_burst(board)
+    assert board.observe([ev(T0 + 30, trace="x", route="other/route")]) == []
+    assert board.routes_refused == 1 and board.routes_shed == 0
+    assert [s.scope for s in board.open_signals()] == [f"route:{ROUTE}"]
+    board.advance(T0 + 30 + 61)  # half-open now: it may go, with a signal
+    closed = one(board.observe([ev(T0 + 92, trace="y", route="other/route")]))
+    assert (closed.scope, closed.state) == (f"route:{ROUTE}", "closed")
+    assert closed.reason == "evicted: more than 1 routes tracked" and board.routes_shed == 1
 
 
 # --------------------------------------------------------------------------- route conditions

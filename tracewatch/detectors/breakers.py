@@ -70,11 +70,20 @@ Events that arrive while a route is open still count in its windows. A route
 event older than the route's newest second counts in that second.
 
 Cost per event is O(1): a few dict and deque operations. Memory is bounded:
-at most ``max_traces`` traces (the least recently active one is dropped to make
-room; an open one gets a ``closed`` signal "evicted: ..."), each with at most
-``max_steps_per_minute + 1`` timestamps and ``MAX_TOOL_KEYS`` distinct tool
-calls (later new ones are not counted); at most ``max_routes`` routes, each with
-at most ``window_s`` buckets and ``history_s / 60 + 1`` minutes of spend.
+at most ``max_traces`` traces, each with at most ``max_steps_per_minute + 1``
+timestamps and ``MAX_TOOL_KEYS`` distinct tool calls (later new ones are not
+counted); at most ``max_routes`` routes, each with at most ``window_s`` buckets
+and ``history_s / 60 + 1`` minutes of spend.
+
+When the board is full it never releases an open breaker to make room: a
+runaway agent would go again (issue 16). It sheds the least recently active
+*closed* trace (``traces_shed``); when every tracked trace is open, a new trace
+is not tracked (``traces_refused``) until one expires by its own ttl. Routes
+likewise: the least recently active closed route goes first, then a half-open
+one (its open period is over; clients already let probes through), with
+``closed: evicted`` published; an open route never, and a new route that finds
+only open ones is not tracked (``routes_refused``). The counters are the
+board's pressure, shown on the worker's ``/status`` and ``/metrics``.
 Idle traces are found in order of activity (arrival order), so with events out
 of order across traces an idle trace may wait for a more recently active one
 ahead of it; never longer than the largest ``ttl_s``.
@@ -96,7 +105,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -228,6 +237,7 @@ class _Trace:
         "opened_ts",
         "reason",
         "seq",
+        "source",
         "steps",
         "tools",
         "top_calls",
@@ -239,6 +249,7 @@ class _Trace:
         self.trace_id = trace_id
         self.limits = limits
         self.group = group
+        self.source = -1  # the source partition of its latest event (-1: not known)
         self.last_ts = -math.inf
         self.seq = 0
         self.max_depth = -1
@@ -523,8 +534,15 @@ class BreakerBoard:
             (lambda _route: limits_for) if isinstance(limits_for, BreakerLimits) else limits_for
         )
         self._traces: dict[str, _Trace] = {}
-        # traces by ttl, each in order of activity: the idle ones are at the front
-        self._by_ttl: dict[float, OrderedDict[str, _Trace]] = {}
+        # traces by (ttl, open), each in order of activity: the idle ones are at the front,
+        # and the closed groups' fronts are the ones that may be shed for room
+        self._by_ttl: dict[tuple[float, bool], OrderedDict[str, _Trace]] = {}
+        #: pressure: closed traces dropped before their ttl to make room, new traces not
+        #: tracked because every tracked one was open, routes shed and routes not tracked
+        self.traces_shed = 0
+        self.traces_refused = 0
+        self.routes_shed = 0
+        self.routes_refused = 0
         self._routes: OrderedDict[str, _Route] = OrderedDict()
         self._open: dict[str, BreakerSignal] = {}
         self._now = -math.inf
@@ -544,12 +562,42 @@ class BreakerBoard:
         """The latest ``open`` signal of every scope that is open now (or half-open)."""
         return list(self._open.values())
 
-    def observe(self, events: Sequence[EventRecord]) -> list[BreakerSignal]:
-        """Process ``events`` one by one, in order; the transitions they cause."""
+    def observe(
+        self, events: Sequence[EventRecord], sources: Sequence[int] | None = None
+    ) -> list[BreakerSignal]:
+        """Process ``events`` one by one, in order; the transitions they cause.
+
+        ``sources[i]``: the source partition of ``events[i]``, remembered per trace so
+        that a revoke can forget exactly the traces of the partitions that moved.
+        """
         out: list[BreakerSignal] = []
-        for event in events:
-            self._observe_one(event, out)
+        if sources is None:
+            for event in events:
+                self._observe_one(event, out, -1)
+        else:
+            for event, source in zip(events, sources, strict=True):
+                self._observe_one(event, out, source)
         return out
+
+    def traces_of(self, sources: Collection[int]) -> list[str]:
+        """The tracked traces whose latest event came from one of ``sources``."""
+        return [t.trace_id for t in self._traces.values() if t.source in sources]
+
+    def forget_traces(self, trace_ids: Iterable[str]) -> int:
+        """Drop the state of these traces without a signal; how many were tracked.
+
+        For a partition that moved to another worker: its new owner judges (and
+        signals) the traces from now on, so this board must neither close nor
+        re-open them.
+        """
+        forgotten = 0
+        for trace_id in trace_ids:
+            trace = self._traces.get(trace_id)
+            if trace is not None:
+                self._drop(trace)
+                self._open.pop(f"trace:{trace_id}", None)
+                forgotten += 1
+        return forgotten
 
     def advance(self, ts: float) -> list[BreakerSignal]:
         """Let event time pass to ``ts``: idle traces expire, open routes turn half-open."""
@@ -565,7 +613,7 @@ class BreakerBoard:
 
     # ------------------------------------------------------------------ internals
 
-    def _observe_one(self, event: EventRecord, out: list[BreakerSignal]) -> None:
+    def _observe_one(self, event: EventRecord, out: list[BreakerSignal], source: int) -> None:
         ts = event.ts
         if ts > self._now:
             self._now = ts
@@ -580,12 +628,17 @@ class BreakerBoard:
         trace = self._traces.get(event.trace_id)
         new = trace is None
         if trace is None:
-            trace = self._new_trace(event.trace_id, ts, route.limits.trace, out)
+            limits = self._lookup(event.route) if route is None else route.limits
+            trace = self._new_trace(event.trace_id, ts, limits.trace, out)
         else:
             trace.group.move_to_end(event.trace_id)
-        trace.seq = self._seq
-        if trace.update(event) or trace.opened_ts is not None:
-            self._check_trace(trace, ts, out)
+        if trace is not None:
+            trace.seq = self._seq
+            trace.source = source
+            if trace.update(event) or trace.opened_ts is not None:
+                self._check_trace(trace, ts, out)
+        if route is None:
+            return  # every tracked route is open: this one is not judged (routes_refused)
         route.update(event, new)
         if (
             route.state != _CLOSED
@@ -603,6 +656,10 @@ class BreakerBoard:
             self._open_trace(trace, ts, trace.breach() or trace.reason, out)
 
     def _open_trace(self, trace: _Trace, ts: float, reason: str, out: list[BreakerSignal]) -> None:
+        if trace.opened_ts is None:  # into the open group: never shed, only expired
+            del trace.group[trace.trace_id]
+            trace.group = self._group(trace.limits.ttl_s, True)
+            trace.group[trace.trace_id] = trace
         trace.opened_ts, trace.reason = ts, reason
         scope = f"trace:{trace.trace_id}"
         signal = BreakerSignal(
@@ -618,14 +675,19 @@ class BreakerBoard:
             BreakerSignal(scope=scope, state="closed", reason=reason, opened_at=opened.opened_at)
         )
 
+    def _group(self, ttl: float, opened: bool) -> OrderedDict[str, _Trace]:
+        group = self._by_ttl.get((ttl, opened))
+        if group is None:
+            group = self._by_ttl[ttl, opened] = OrderedDict()
+        return group
+
     def _new_trace(
         self, trace_id: str, ts: float, limits: TraceLimits, out: list[BreakerSignal]
-    ) -> _Trace:
-        if len(self._traces) >= self.max_traces:
-            self._evict_trace(out)
-        group = self._by_ttl.get(limits.ttl_s)
-        if group is None:
-            group = self._by_ttl[limits.ttl_s] = OrderedDict()
+    ) -> _Trace | None:
+        if len(self._traces) >= self.max_traces and not self._shed_trace():
+            self.traces_refused += 1
+            return None
+        group = self._group(limits.ttl_s, False)
         trace = _Trace(trace_id, limits, group)
         self._traces[trace_id] = trace
         group[trace_id] = trace
@@ -634,13 +696,19 @@ class BreakerBoard:
             self._due = due
         return trace
 
-    def _evict_trace(self, out: list[BreakerSignal]) -> None:
-        """Drop the least recently active trace (the oldest front of the ttl groups)."""
-        fronts = [next(iter(group.values())) for group in self._by_ttl.values() if group]
-        victim = min(fronts, key=lambda trace: trace.seq)
-        self._drop(victim)
-        if victim.opened_ts is not None:
-            self._close_trace(victim, f"evicted: more than {self.max_traces} traces tracked", out)
+    def _shed_trace(self) -> bool:
+        """Drop the least recently active closed trace (the oldest front of the closed
+        groups); False when every tracked trace is open. No signal: it was closed."""
+        fronts = [
+            next(iter(group.values()))
+            for (_, opened), group in self._by_ttl.items()
+            if group and not opened
+        ]
+        if not fronts:
+            return False
+        self._drop(min(fronts, key=lambda trace: trace.seq))
+        self.traces_shed += 1
+        return True
 
     def _drop(self, trace: _Trace) -> None:
         del self._traces[trace.trace_id]
@@ -655,7 +723,7 @@ class BreakerBoard:
         recent; out of order, an idle trace may be noticed a little late).
         """
         now, due = self._now, math.inf
-        for ttl, group in self._by_ttl.items():
+        for (ttl, _), group in self._by_ttl.items():
             while group:
                 trace = next(iter(group.values()))
                 if now - trace.last_ts <= ttl:
@@ -666,15 +734,30 @@ class BreakerBoard:
                     self._close_trace(trace, f"expired: no events for {ttl:g} s", out)
         self._due = due
 
-    def _new_route(self, name: str, sec: int, out: list[BreakerSignal]) -> _Route:
-        if len(self._routes) >= self.max_routes:
-            _, victim = self._routes.popitem(last=False)
-            if victim.state != _CLOSED:
-                self._close_route(
-                    victim, f"evicted: more than {self.max_routes} routes tracked", out
-                )
+    def _new_route(self, name: str, sec: int, out: list[BreakerSignal]) -> _Route | None:
+        if len(self._routes) >= self.max_routes and not self._shed_route(out):
+            self.routes_refused += 1
+            return None
         route = self._routes[name] = _Route(name, self._lookup(name), sec)
         return route
+
+    def _shed_route(self, out: list[BreakerSignal]) -> bool:
+        """Drop the least recently active closed route, else half-open one; never an
+        open one (False when all are open). Open routes are few, so the scan is short."""
+        half_open: tuple[str, _Route] | None = None
+        for name, route in self._routes.items():
+            if route.state == _CLOSED:
+                del self._routes[name]
+                self.routes_shed += 1
+                return True
+            if route.state == _HALF_OPEN and half_open is None:
+                half_open = name, route
+        if half_open is None:
+            return False
+        del self._routes[half_open[0]]
+        self.routes_shed += 1
+        self._close_route(half_open[1], f"evicted: more than {self.max_routes} routes tracked", out)
+        return True
 
     def _check_route(self, route: _Route, event: EventRecord, out: list[BreakerSignal]) -> None:
         state = route.state

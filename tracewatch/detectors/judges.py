@@ -23,9 +23,13 @@ class Judges:
     rules: RulesFile | None
 
 
-def load_judges(detect: DetectSettings) -> Judges:
-    """Read the rules file (``ConfigError`` at its line if broken) and build both judges."""
+def load_judges(detect: DetectSettings, max_traces: int = 200_000) -> Judges:
+    """Read the rules file (``ConfigError`` at its line if broken) and build both judges.
+
+    ``max_traces``: the board's capacity (``TRACEWATCH_WORKER_BREAKER_MAX_TRACES``).
+    """
     rules = None if detect.rules_file is None else load_rules(detect.rules_file)
     engine = AlertEngine.from_settings(detect, rules)
-    board = BreakerBoard(rules.breaker_limits if rules is not None else DEFAULT_LIMITS)
+    limits = rules.breaker_limits if rules is not None else DEFAULT_LIMITS
+    board = BreakerBoard(limits, max_traces=max_traces)
     return Judges(engine, board, rules)

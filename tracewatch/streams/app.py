@@ -131,7 +131,7 @@ def build_app(
         if alertmanager is not None:
             alertmanager.submit(alerts)
 
-    judges = load_judges(settings.detect)
+    judges = load_judges(settings.detect, settings.worker.breaker_max_traces)
     ingest = IngestLoop(
         settings,
         sink,
