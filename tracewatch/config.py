@@ -205,6 +205,20 @@ class WorkerSettings(BaseSettings):
     sink_flush_interval_s: float = Field(default=1.0, gt=0)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
     dedup_window: int = Field(default=1_000_000, ge=0)
+    #: caps on the minute buckets' distinct (route, model, prompt_version) keys; what is
+    #: over them is folded into ``__other__`` keys and counted (detectors/key_caps.py).
+    #: bench/memory.py: a key costs about 6.4 KB per open minute (191 MB for 10 000 keys
+    #: with 3 minutes open), so 10 000 keys in all stay under 200 MiB of buckets
+    bucket_max_keys: int = Field(default=10_000, ge=1)
+    #: a route's own keys (models x prompt versions); a request id sent as
+    #: ``prompt_version`` fills its route's 100 and the rest folds into the route's
+    #: ``(route, "__other__", "__other__")``, whose statistics stay whole
+    bucket_max_keys_per_route: int = Field(default=100, ge=1)
+    #: routes; half of the alert engine's 10 000 so that the engine, which judges the
+    #: routes the buckets close, never has to evict one for room
+    bucket_max_routes: int = Field(default=5_000, ge=1)
+    #: event-time seconds after which an idle key or route gives its place back
+    bucket_key_idle_s: float = Field(default=600.0, gt=0)
     #: most agent traces the breaker board tracks. bench/memory.py measured about 1.5 KB
     #: per active trace of 8 steps (154 MB for 100 000): 200 000 is about 300 MiB and
     #: holds 333 new traces a second for the default 10-minute ttl. When full, closed

@@ -22,6 +22,7 @@ from tracewatch.config import WorkerSettings
 from tracewatch.detectors.buckets import BucketAggregator, ClosedBucket, RowSources
 from tracewatch.detectors.columns import EventColumns, keys_of
 from tracewatch.detectors.dedup import RecentIds
+from tracewatch.detectors.key_caps import KeyCaps
 from tracewatch.errors import InvalidEvent
 from tracewatch.pricing import PriceTable
 from tracewatch.schemas.content import without_content
@@ -134,12 +135,13 @@ class Pipeline:
         store_content: bool = False,
         max_future_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        caps: KeyCaps | None = None,
     ) -> None:
         """``prices``: completes ``cost_usd`` from the model and tokens where it is missing.
         ``store_content``: keep attributes named as prompt/completion content.
         ``max_future_s``: events dated further than this after ``clock()`` (the wall
         clock when the batch is processed; tests inject one) go to the DLQ as
-        ``future_timestamp``."""
+        ``future_timestamp``. ``caps``: the bucket key caps (default: ``KeyCaps()``)."""
         self.prices = prices
         self.max_future_s = max_future_s
         self.clock = clock
@@ -147,6 +149,7 @@ class Pipeline:
         self.aggregator = BucketAggregator(bucket_width_s, allowed_lateness_s)
         self.max_message_bytes = max_message_bytes
         self.recent_ids = RecentIds(dedup_window)
+        self.caps = caps if caps is not None else KeyCaps()
         self.counters = PipelineCounters()
 
     @classmethod
@@ -159,6 +162,12 @@ class Pipeline:
             prices=prices,
             store_content=worker.store_content,
             max_future_s=worker.max_future_s,
+            caps=KeyCaps(
+                max_routes=worker.bucket_max_routes,
+                max_keys_per_route=worker.bucket_max_keys_per_route,
+                max_keys=worker.bucket_max_keys,
+                idle_s=worker.bucket_key_idle_s,
+            ),
         )
 
     def process(
@@ -182,7 +191,8 @@ class Pipeline:
         offsets = np.asarray(batch.offsets, dtype=np.int64)[rows]
         replayed = _replayed(partitions, offsets, stored)
         cols, computed = self._complete_costs(events, EventColumns.from_events(events))
-        late = self.aggregator.add(keys_of(events), cols, RowSources(partitions, offsets, replayed))
+        keys = self.caps.fold(keys_of(events), cols.ts)
+        late = self.aggregator.add(keys, cols, RowSources(partitions, offsets, replayed))
         self._count(len(batch), len(events), late, rejected)
         to_store = np.flatnonzero(~replayed)
         closed = self.aggregator.close_ready()

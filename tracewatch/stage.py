@@ -239,3 +239,19 @@ class Stage:
     @property
     def traces_tracked(self) -> int:
         return 0 if self.board is None else len(self.board)
+
+    def overflow(self) -> dict[str, int]:
+        """What the state caps turned away so far, by kind (issue 16): events folded into
+        an ``__other__`` bucket key (``bucket_route``, ``bucket_key``), closed traces shed
+        and new traces or routes the breaker board could not track."""
+        folded = self.pipeline.caps.folded
+        out = {"bucket_route": folded["route"], "bucket_key": folded["key"]}
+        board = self.board
+        if board is not None:
+            out |= {
+                "breaker_trace_shed": board.traces_shed,
+                "breaker_trace_refused": board.traces_refused,
+                "breaker_route_shed": board.routes_shed,
+                "breaker_route_refused": board.routes_refused,
+            }
+        return out

@@ -154,3 +154,16 @@ def test_service_health_ages_the_sink_error() -> None:
     service.ingest.last_error = None
     service.ingest.writer_failed = OSError("disk full")
     assert "disk full" in service_health(service, 30.0, now=1000.0).reason
+
+
+def test_state_overflow_is_counted_by_kind() -> None:
+    """Issue 16: what the state caps turn away is counted, never silent."""
+    status = {
+        "received": 5, "valid": 5, "late": 0, "rejected": {}, "stored_events": 5, "flushes": 1,
+        "alerts_firing": 0, "breakers_open": 0,
+        "overflow": {"bucket_key": 7, "bucket_route": 2, "breaker_trace_shed": 3},
+    }  # fmt: skip
+    got = samples(WorkerMetrics(lambda: reading_from(status)))
+    assert got["tracewatch_state_overflow_total", (("kind", "bucket_key"),)] == 7
+    assert got["tracewatch_state_overflow_total", (("kind", "bucket_route"),)] == 2
+    assert got["tracewatch_state_overflow_total", (("kind", "breaker_trace_shed"),)] == 3

@@ -135,6 +135,7 @@ class IngestLoop:
         self._committed: dict[int, int] = {}
         self._read_through: dict[int, int] = {}  # partition → last offset this process read
         self._revoked: set[int] = set()  # revoked, not (yet) assigned again
+        self._overflow_logged: set[str] = set()  # overflow kinds already logged once
         self._handed_events = 0
         self._handing: PendingBatch | None = None  # waiting for the writer (see _give)
         self._paused = False
@@ -215,6 +216,8 @@ class IngestLoop:
             "breaker_signals": self.breaker_signals,
             "breakers_open": len(self.stage.open_breakers()),
             "traces_tracked": self.stage.traces_tracked,
+            "bucket_keys": self.stage.pipeline.caps.keys,
+            "overflow": self.stage.overflow(),
             "uptime_s": round(time.monotonic() - self.started_at, 1),
             "last_error": self.last_error,
         }
@@ -281,8 +284,23 @@ class IngestLoop:
             self._hand_off()
         return len(data)
 
+    def _log_overflow(self) -> None:
+        """One warning per kind of state cap, the first time it turns something away."""
+        for kind, n in self.stage.overflow().items():
+            if n and kind not in self._overflow_logged:
+                self._overflow_logged.add(kind)
+                log.warning(
+                    "state cap reached: %s (%d so far; counted on /status and in "
+                    "tracewatch_state_overflow_total). Over the bucket caps, keys fold into "
+                    "__other__ (TRACEWATCH_WORKER_BUCKET_MAX_*); over the breaker cap, closed "
+                    "traces are shed (TRACEWATCH_WORKER_BREAKER_MAX_TRACES)",
+                    kind,
+                    n,
+                )
+
     def _process(self, batch: MessageBatch) -> None:
         out = self.stage.process(batch, self._stored)
+        self._log_overflow()
         self.pending.start_clock()
         self.pending.note_batch(batch.partitions, batch.offsets)
         self._take(out)

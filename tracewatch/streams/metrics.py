@@ -20,6 +20,9 @@ Metric names:
 - ``tracewatch_alerts_fired_total{alertname,status}``, ``tracewatch_alerts_firing``
 - ``tracewatch_breakers_opened_total{kind}`` (``trace`` or ``route``),
   ``tracewatch_breakers_open``
+- ``tracewatch_state_overflow_total{kind}``: ``bucket_route``, ``bucket_key`` (events
+  folded into ``__other__`` keys), ``breaker_trace_shed`` / ``_refused``,
+  ``breaker_route_shed`` / ``_refused`` (the breaker board's pressure)
 - ``tracewatch_alertmanager_outbox_pending`` (only when Alertmanager is configured)
 - ``tracewatch_web_requests_refused_total{reason}`` (streams/web_access.py: ``host``,
   ``origin``, ``token``, ``content_type``)
@@ -78,6 +81,8 @@ class IngestReading:
     consumer_lag: Mapping[int, int] = field(default_factory=dict)
     #: alerts waiting for Alertmanager; None when no Alertmanager is configured
     outbox_pending: int | None = None
+    #: what the state caps turned away, by kind (``Stage.overflow``)
+    overflow: Mapping[str, int] = field(default_factory=dict)
 
 
 class IngestCollector(Collector):
@@ -105,6 +110,15 @@ class IngestCollector(Collector):
         yield from self._lag(r)
         yield from self._alerts(r)
         yield from self._breakers(r)
+        overflow = CounterMetricFamily(
+            "tracewatch_state_overflow",
+            "Events folded into __other__ bucket keys, and traces or routes the breaker "
+            "board shed or could not track, by kind (state caps, issue 16).",
+            labels=["kind"],
+        )
+        for kind, n in sorted(r.overflow.items()):
+            overflow.add_metric([kind], n)
+        yield overflow
         if r.outbox_pending is not None:
             yield GaugeMetricFamily(
                 "tracewatch_alertmanager_outbox_pending",
@@ -188,6 +202,7 @@ def reading_from(status: Mapping[str, Any], **extra: Any) -> IngestReading:
         flushes=int(status["flushes"]),
         alerts_firing=int(status["alerts_firing"]),
         breakers_open=int(status["breakers_open"]),
+        overflow=dict(status.get("overflow", {})),
         **extra,
     )
 
