@@ -148,3 +148,14 @@ def test_state_is_bounded() -> None:
     for route in judge.routes.values():
         assert len(route.cohorts) <= 2
         assert all(len(v) <= 3 for v in route.variants.values())
+
+
+@pytest.mark.parametrize(("effect", "verdict"), [("latency_errors", "rollback"), ("aa", "promote")])
+def test_a_full_switch_is_judged_against_the_minutes_before_it(effect: str, verdict: str) -> None:
+    stream = canary_events(9, 1.0, effect, canary_s=1200)
+    out = run(stream.events)
+    assert verdicts(out)[-1] == verdict
+    assert "rollback" not in verdicts(out) or verdict == "rollback"
+    if verdict == "promote":
+        last = [s for s in out.breakers if isinstance(s, VariantSignal)][-1]
+        assert "for v20 before the switch" in last.evidence

@@ -53,8 +53,14 @@ Bounded state: ``max_routes`` routes (least recently seen first out),
 score names (further names are not judged); variants unseen for
 ``forget_after_s`` are forgotten.
 
-Not yet: a full switch (100 % at once, the incumbent gone in the same minute)
-has no incumbent minutes to compare with and stays ``hold``.
+**A full switch** (100 % at once): the same minutes hold (almost) no incumbent
+events, so after ``SWITCH_AFTER_S``, while the incumbent keeps under
+``SWITCHED_SHARE`` of the two, its reference also takes in its last 10-20
+minutes before the candidate appeared (the leading variant's two ``BLOCK_S``
+blocks, kept per route and dimension): a before/after comparison with the same
+tests, margins and verdicts ("for v20 before the switch" in the evidence). It
+is weaker evidence than a canary (time confounds it: a daily swing within the
+margins passes, a larger one would not), which the margins are there for.
 """
 
 from __future__ import annotations
@@ -106,6 +112,11 @@ DEFAULT_MARGINS: dict[str, float] = {name: m for name, _, m in BASE_METRICS} | {
 _VAR_FLOOR = 1e-4
 #: per arm, the events a cohort cell needs to name the cohort of an overall regression
 ATTRIBUTE_SAMPLES = 10
+#: a full switch is judged against the incumbent's last 10-20 minutes (two blocks)
+BLOCK_S = 600.0
+#: and only after this long, when the same minutes hold too few incumbent events
+SWITCH_AFTER_S = 180.0
+SWITCHED_SHARE = 0.05
 #: while held, a candidate's state is published again this often (share, evidence)
 REFRESH_S = 300.0
 
@@ -154,6 +165,8 @@ class RolloutState:
     evidence: str = "not enough events yet"
     n_candidate: int = 0
     n_incumbent: int = 0
+    #: judged against the incumbent's minutes before a full switch
+    switched: bool = False
 
     @property
     def variant(self) -> str:
@@ -192,6 +205,8 @@ class _Comparison:
     candidate: FloatArray  # (cohorts, SLOTS, 3): n, sum, sum of squares
     incumbent: FloatArray
     route_count: float = 0.0
+    #: the incumbent's minutes just before the candidate appeared (a full switch)
+    before: FloatArray | None = None
     published_at: float = -math.inf
     published: Verdict | None = None
     alert: Alert | None = None
@@ -205,8 +220,22 @@ class _Route:
     variants: dict[str, dict[str, _Variant]] = field(
         default_factory=lambda: {d: {} for d in DIMENSIONS}
     )
-    incumbent: dict[str, str] = field(default_factory=dict)
+    history: dict[str, _Leader] = field(default_factory=dict)
     comparisons: dict[tuple[str, str], _Comparison] = field(default_factory=dict)
+
+
+@dataclass
+class _Leader:
+    """The leading variant of a dimension and its last 10-20 minutes (two blocks of
+    ``BLOCK_S``), kept so that a full switch can be judged against them."""
+
+    value: str
+    start: float
+    current: FloatArray
+    previous: FloatArray | None = None
+
+    def before(self) -> FloatArray:
+        return self.current if self.previous is None else self.current + self.previous
 
 
 #: (route, prompt_version, model, cohort) after the caps
@@ -362,6 +391,7 @@ class RolloutJudge:
                     variant.count += count
                     variant.last = max(variant.last, minute)
             self._start_comparisons(route, state, dimension, minute)
+            self._remember_leader(state, d, minute, items)
         total = sum(float(s[:, 0].max()) for _, s in items)
         for (dimension, value), comp in state.comparisons.items():
             d = 1 + DIMENSIONS.index(dimension)
@@ -390,11 +420,32 @@ class RolloutJudge:
             if incumbent is None:
                 continue
             shape = (self.settings.max_cohorts + 1, SLOTS, 3)
+            leader = state.history.get(dimension)
+            before = leader.before().copy() if leader and leader.value == incumbent else None
             state.comparisons[(dimension, value)] = _Comparison(
                 RolloutState(route, dimension, value, incumbent, minute),
                 np.zeros(shape),
                 np.zeros(shape),
+                before=before,
             )
+
+    def _remember_leader(
+        self, state: _Route, d: int, minute: float, items: list[tuple[_Cell, FloatArray]]
+    ) -> None:
+        """Fold this minute of the dimension's leading variant into its blocks."""
+        dimension = DIMENSIONS[d]
+        leader = state.history.get(dimension)
+        if leader is None or minute >= leader.start + BLOCK_S:
+            known = [(v.count, k) for k, v in state.variants[dimension].items() if k != OTHER]
+            if not known:
+                return
+            top = max(known)[1]
+            keep = leader.current if leader is not None and leader.value == top else None
+            shape = (self.settings.max_cohorts + 1, SLOTS, 3)
+            leader = state.history[dimension] = _Leader(top, minute, np.zeros(shape), keep)
+        for cell, sums in items:
+            if cell[1 + d] == leader.value:
+                leader.current[state.cohorts.get(cell[3], self.settings.max_cohorts)] += sums
 
     @staticmethod
     def _incumbent(
@@ -429,15 +480,29 @@ class RolloutJudge:
             comp.alert = self._alert(s, at)
             out.transitions.append(Transition(at, comp.alert))
 
+    def _reference(self, comp: _Comparison, at: float) -> tuple[FloatArray, bool]:
+        """The incumbent's same minutes; after a full switch (the incumbent kept under
+        ``SWITCHED_SHARE`` of the two since), those plus its minutes before the switch;
+        and whether it is the latter."""
+        same = comp.incumbent
+        if comp.before is None or at - comp.state.started < SWITCH_AFTER_S:
+            return same, False
+        n_same = same[:, :, 0].max(axis=1).sum()
+        n_candidate = comp.candidate[:, :, 0].max(axis=1).sum()
+        if n_same >= SWITCHED_SHARE * (n_same + n_candidate):
+            return same, False
+        return same + comp.before, True
+
     def _decide(self, state: _Route, comp: _Comparison, at: float) -> None:
         s = comp.state
-        overall = self._cells(comp.candidate.sum(axis=0), comp.incumbent.sum(axis=0), None)
+        reference, s.switched = self._reference(comp, at)
+        overall = self._cells(comp.candidate.sum(axis=0), reference.sum(axis=0), None)
         cohort_cells: list[CellResult] = []
         if len(state.cohorts) > 1:
             names = {i: c for c, i in state.cohorts.items()} | {self.settings.max_cohorts: OTHER}
             for i, name in names.items():
                 cohort_cells += self._cells(
-                    comp.candidate[i], comp.incumbent[i], name or "(none)", ATTRIBUTE_SAMPLES
+                    comp.candidate[i], reference[i], name or "(none)", ATTRIBUTE_SAMPLES
                 )
         worst = _deciding(overall, cohort_cells, self.settings.min_samples)
         if worst is not None:
@@ -453,7 +518,8 @@ class RolloutJudge:
 
     def _explain(self, s: RolloutState, verdict: Verdict, cell: CellResult) -> None:
         s.verdict, s.metric, s.cohort = verdict, cell.metric, cell.cohort
-        s.evidence = _evidence(cell, s.incumbent, verdict)
+        incumbent = f"{s.incumbent} before the switch" if s.switched else s.incumbent
+        s.evidence = _evidence(cell, incumbent, verdict)
 
     def _cells(
         self, cand: FloatArray, inc: FloatArray, cohort: str | None, min_samples: int = 0
