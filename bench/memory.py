@@ -7,9 +7,17 @@ thing (RSS after building the state minus RSS just before, in the same process):
   prompt_version) keys, three open minutes each, 20 events a minute;
 - **routes**: the ``AlertEngine`` with N routes after 65 closed minutes each (its
   steady state: every watch's window and baseline full);
-- **traces**: the ``BreakerBoard`` tracking N active agent traces of 8 steps.
+- **traces**: the ``BreakerBoard`` tracking N active agent traces of 8 steps;
+- **ids**: the duplicate-id window (``RecentIds``) holding N event ids (UUID-like,
+  36 characters) over 6 partitions.
 
     .venv/bin/python bench/memory.py [--sizes 100 1000 10000] [--route-sizes 100 1000]
+    .venv/bin/python bench/memory.py --at-caps   # each part at its default cap
+
+``--at-caps`` sizes each part at the worker's defaults (``WorkerSettings``: keys
+``bucket_max_keys``, traces ``breaker_max_traces``, ids ``dedup_window`` per
+partition x 6; routes ``DetectSettings.max_routes`` is slow to fill, so 1 000),
+which is what the README's memory figures come from.
 
 The engine part is slow to fill (about 1 ms per route-minute), so its default
 sizes stop at 1 000 routes; the state is bounded per route, so it is linear.
@@ -129,13 +137,51 @@ def measure_traces(n: int) -> int:
     return rss_bytes() - before
 
 
-PARTS = {"keys": measure_keys, "routes": measure_routes, "traces": measure_traces}
+def measure_ids(n: int) -> int:
+    import uuid
+
+    from tracewatch.detectors.dedup import RecentIds
+
+    window = RecentIds(capacity=n, window_s=10 * n)
+    gc.collect()
+    before = rss_bytes()
+    for start in range(0, n, 5000):  # the id strings are kept by the window alone, as live
+        chunk = range(start, min(n, start + 5000))
+        window.repeats(
+            [str(uuid.UUID(int=i)) for i in chunk],
+            [i % 6 for i in chunk],
+            [T0 + i / 1000 for i in chunk],
+        )
+    gc.collect()
+    assert len(window) == n
+    return rss_bytes() - before
+
+
+PARTS = {
+    "keys": measure_keys,
+    "routes": measure_routes,
+    "traces": measure_traces,
+    "ids": measure_ids,
+}
+
+
+def at_caps() -> list[tuple[str, int]]:
+    from tracewatch.config import WorkerSettings
+
+    worker = WorkerSettings()
+    return [
+        ("keys", worker.bucket_max_keys),
+        ("routes", 1000),
+        ("traces", worker.breaker_max_traces),
+        ("ids", worker.dedup_window * 6),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[100, 1000, 10000])
     parser.add_argument("--route-sizes", type=int, nargs="*", default=[100, 1000])
+    parser.add_argument("--at-caps", action="store_true", help="each part at its default cap")
     parser.add_argument("--part", choices=list(PARTS), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -144,7 +190,9 @@ def main() -> None:
         return
     print(f"{'state':8} {'n':>7} {'RSS growth':>12} {'per item':>10}")
     plan = [("keys", n) for n in args.sizes] + [("routes", n) for n in args.route_sizes]
-    plan += [("traces", n) for n in args.sizes]
+    plan += [("traces", n) for n in args.sizes] + [("ids", n) for n in args.sizes]
+    if args.at_caps:
+        plan = at_caps()
     for part, n in plan:
         out = subprocess.run(
             [sys.executable, __file__, "--part", part, "--n", str(n)],

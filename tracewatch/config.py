@@ -204,7 +204,16 @@ class WorkerSettings(BaseSettings):
     sink_flush_rows: int = Field(default=5000, ge=1)
     sink_flush_interval_s: float = Field(default=1.0, gt=0)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
-    dedup_window: int = Field(default=1_000_000, ge=0)
+    #: event ids remembered per source partition to catch repeats (0 = none). A producer's
+    #: retry lands in the original's partition (events are keyed by trace_id), so one window
+    #: per partition loses nothing and one busy partition cannot push out another's ids.
+    #: bench/memory.py: about 224 B per id (36-character ids), so 150 000 x 6 partitions is
+    #: about 190 MiB; at 10 000 events/s over 6 partitions that is 90 s of ids
+    dedup_window: int = Field(default=150_000, ge=0)
+    #: and none older than this much of its partition's event time: producer retries come
+    #: within seconds to a couple of minutes, so 5 min catches them and a quiet worker
+    #: holds far fewer ids than the count allows
+    dedup_window_s: float = Field(default=300.0, gt=0)
     #: caps on the minute buckets' distinct (route, model, prompt_version) keys; what is
     #: over them is folded into ``__other__`` keys and counted (detectors/key_caps.py).
     #: bench/memory.py: a key costs about 6.4 KB per open minute (191 MB for 10 000 keys

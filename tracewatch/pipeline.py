@@ -130,7 +130,8 @@ class Pipeline:
         allowed_lateness_s: float = 120.0,
         bucket_width_s: float = 60.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        dedup_window: int = 1_000_000,
+        dedup_window: int = 150_000,
+        dedup_window_s: float = 300.0,
         prices: PriceTable | None = None,
         store_content: bool = False,
         max_future_s: float = 3600.0,
@@ -148,7 +149,7 @@ class Pipeline:
         self.store_content = store_content
         self.aggregator = BucketAggregator(bucket_width_s, allowed_lateness_s)
         self.max_message_bytes = max_message_bytes
-        self.recent_ids = RecentIds(dedup_window)
+        self.recent_ids = RecentIds(dedup_window, dedup_window_s)
         self.caps = caps if caps is not None else KeyCaps()
         self.counters = PipelineCounters()
 
@@ -159,6 +160,7 @@ class Pipeline:
             allowed_lateness_s=worker.allowed_lateness_s,
             max_message_bytes=worker.max_message_bytes,
             dedup_window=worker.dedup_window,
+            dedup_window_s=worker.dedup_window_s,
             prices=prices,
             store_content=worker.store_content,
             max_future_s=worker.max_future_s,
@@ -240,7 +242,9 @@ class Pipeline:
         """Drop repeated event ids (to ``rejected``), keeping the first of each."""
         parts = batch.partitions
         repeats = self.recent_ids.repeats(
-            [record.event_id for record in records], [parts[i] for i in index]
+            [record.event_id for record in records],
+            [parts[i] for i in index],
+            [record.ts for record in records],
         )
         if not repeats:
             return records, index

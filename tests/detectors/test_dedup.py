@@ -31,3 +31,20 @@ def test_forget_drops_exactly_the_ids_of_the_given_partitions() -> None:
     assert ids.forget({1}) == 2 and len(ids) == 2
     assert ids.repeats(["a", "b", "c", "d"], [0, 1, 2, 1]) == [0, 2]  # b, d: new again
     assert ids.forget(set()) == 0
+
+
+def test_each_partition_has_its_own_window() -> None:
+    """Issue 16: one busy partition must not push another partition's ids out."""
+    ids = RecentIds(capacity=3)
+    assert ids.repeats(["a"], [0]) == []
+    assert ids.repeats([f"busy-{i}" for i in range(100)], [1] * 100) == []
+    assert ids.repeats(["a"], [0]) == [0] and len(ids) == 4
+    assert ids.repeats(["a"], [1]) == []  # asked of another partition: not its window
+
+
+def test_ids_older_than_the_window_of_event_time_are_forgotten() -> None:
+    ids = RecentIds(capacity=1000, window_s=300)
+    assert ids.repeats(["old", "mid"], [0, 0], [1000.0, 1200.0]) == []
+    assert ids.repeats(["new"], [0], [1301.0]) == []  # "old" is now 301 s behind
+    assert ids.repeats(["old", "mid", "x"], [0, 0, 1], [1302.0, 1302.0, 0.0]) == [1]
+    assert len(ids) == 4  # mid, new, old again (at 1302), and x in partition 1
