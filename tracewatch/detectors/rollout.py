@@ -274,13 +274,20 @@ class RolloutJudge:
         """Fold a batch into per-minute partials (a few vectorised sums per batch)."""
         if not events:
             return
-        keys = [
-            (e.route, e.prompt_version or "", e.model or "", e.cohort or "",
-             math.floor(e.ts / self.width_s) * self.width_s)
-            for e in events
-        ]  # fmt: skip
+        width = self.width_s
         index: dict[tuple[str, str, str, str, float], int] = {}
-        ids = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.intp, len(keys))
+        ids = np.fromiter(
+            (
+                index.setdefault(
+                    (e.route, e.prompt_version or "", e.model or "", e.cohort or "",
+                     e.ts // width * width),
+                    len(index),
+                )
+                for e in events
+            ),
+            np.intp,
+            len(events),
+        )  # fmt: skip
         sums = _group_sums(ids, len(index), self._values(events))
         for (route, pv, model, cohort, minute), g in index.items():
             cell = self._capped(route, pv, model, cohort, minute)
@@ -293,23 +300,32 @@ class RolloutJudge:
                 bucket[cell] = sums[g].copy()
 
     def _values(self, events: Sequence[EventRecord]) -> FloatArray:
-        """(events, SLOTS) values; NaN where a metric does not apply."""
+        """(events, SLOTS) values; NaN where a metric does not apply (one pass over the
+        events for the request metrics, one over those with scores)."""
         n = len(events)
         out = np.full((n, SLOTS), np.nan)
-        request = np.fromiter((e.kind != "eval" for e in events), bool, n)
-        status = np.fromiter((e.status != "ok" for e in events), np.float64, n)
-        out[request, 0] = status[request]
-        for slot, attr in enumerate(
-            ("latency_ms", "cost_usd", "input_tokens", "output_tokens", "loop_depth"), start=1
-        ):
-            column = np.array([getattr(e, attr) for e in events], dtype=np.float64)
-            column[~request] = np.nan
-            out[:, slot] = column
+        rows = np.array(
+            [
+                (e.kind != "eval", e.status != "ok", e.latency_ms, e.cost_usd,
+                 e.input_tokens, e.output_tokens, e.loop_depth)
+                for e in events
+            ],
+            dtype=np.float64,
+        ).reshape(n, 7)  # fmt: skip
+        request = rows[:, 0] > 0
+        out[request, : len(BASE_METRICS)] = rows[request, 1:]
+        at, slots, values = [], [], []
+        known = self.scores
         for i, e in enumerate(events):
-            for name, value in e.scores.items():
-                score = self._score_slot(name)
-                if score is not None:
-                    out[i, score] = value
+            if e.scores:
+                for name, value in e.scores.items():
+                    slot = known.get(name) or self._score_slot(name)
+                    if slot is not None:
+                        at.append(i)
+                        slots.append(slot)
+                        values.append(value)
+        if at:
+            out[at, slots] = values
         return out
 
     def _score_slot(self, name: str) -> int | None:
