@@ -159,3 +159,11 @@ def test_a_full_switch_is_judged_against_the_minutes_before_it(effect: str, verd
     if verdict == "promote":
         last = [s for s in out.breakers if isinstance(s, VariantSignal)][-1]
         assert "for v20 before the switch" in last.evidence
+
+
+def test_the_alert_carries_candidate_incumbent_and_threshold() -> None:
+    out = run(canary_events(1, 0.10, "cohort_quality", canary_s=1500).events)
+    alert = out.transitions[0].alert
+    assert alert.value is not None and alert.baseline is not None
+    assert alert.threshold == pytest.approx(alert.baseline + 0.03, rel=1e-4)
+    assert alert.value > alert.threshold

@@ -167,6 +167,8 @@ class RolloutState:
     n_incumbent: int = 0
     #: judged against the incumbent's minutes before a full switch
     switched: bool = False
+    #: the cell the verdict names
+    deciding: CellResult | None = None
 
     @property
     def variant(self) -> str:
@@ -533,7 +535,7 @@ class RolloutJudge:
             self._explain(s, "hold", blocking)
 
     def _explain(self, s: RolloutState, verdict: Verdict, cell: CellResult) -> None:
-        s.verdict, s.metric, s.cohort = verdict, cell.metric, cell.cohort
+        s.verdict, s.metric, s.cohort, s.deciding = verdict, cell.metric, cell.cohort, cell
         incumbent = f"{s.incumbent} before the switch" if s.switched else s.incumbent
         s.evidence = _evidence(cell, incumbent, verdict)
 
@@ -623,11 +625,16 @@ class RolloutJudge:
         if s.cohort is not None:
             labels["cohort"] = s.cohort
         identity = "\x1f".join([ALERTNAME, s.route, s.variant, str(s.started)])
+        cell = s.deciding
         return Alert(
             fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:16],
             status="firing" if ends is None else "resolved",
             alertname=ALERTNAME,
             labels=labels,
+            # 6 significant digits: sums in another batch order differ in the last bits
+            value=None if cell is None else _round(cell.candidate),
+            baseline=None if cell is None else _round(cell.incumbent),
+            threshold=None if cell is None else _round(_threshold(cell)),
             starts_at=_utc(at),
             ends_at=None if ends is None else _utc(ends),
             summary=f"canary {s.variant} on {s.route}: {s.evidence}",
@@ -721,6 +728,19 @@ def _evidence(cell: CellResult, incumbent: str, verdict: Verdict) -> str:
     if verdict == "hold":
         line += f" (not yet shown within {_fmt_margin(cell)})"
     return line
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")
+
+
+def _threshold(cell: CellResult) -> float:
+    """The incumbent's value moved by the margin in the metric's worse direction."""
+    worse_up = (cell.candidate >= cell.incumbent) == (cell.interval.estimate > 0)
+    if cell.metric == "error_rate" or cell.metric.startswith("score:"):
+        return cell.incumbent + (cell.margin if worse_up else -cell.margin)
+    factor = math.exp(cell.margin)
+    return cell.incumbent * factor if worse_up else cell.incumbent / factor
 
 
 def _fmt(value: float) -> str:
