@@ -54,3 +54,21 @@ def test_log_records_are_redacted_whatever_the_handler(caplog: pytest.LogCapture
         assert "http://u:***@am:9093" in caplog.text and "http://u:***@ch:8123" in caplog.text
     finally:
         logging.setLogRecordFactory(previous)
+
+
+def test_redacted_records_still_format_under_faust_s_formatter() -> None:
+    """faust's log formatter (mode's ``ExtensionFormatter``) wraps a non-tuple ``args`` in
+    a tuple: a record whose message was rendered here must carry ``()``, not ``None``,
+    or every line the worker logs with arguments becomes a "Logging error"."""
+    from mode.utils.logging import ExtensionFormatter
+
+    previous = logging.getLogRecordFactory()
+    try:
+        install_log_redaction()
+        record = logging.getLogRecordFactory()(
+            "tracewatch.test", logging.INFO, __file__, 1, "consuming %s as %d%%", ("t", 5), None
+        )
+        text = ExtensionFormatter(fmt="%(message)s").format(record)
+        assert text == "consuming t as 5%"
+    finally:
+        logging.setLogRecordFactory(previous)

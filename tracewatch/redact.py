@@ -71,7 +71,9 @@ def install_log_redaction() -> None:
         message = record.getMessage()
         redacted = redact_text(message)
         if redacted != message or record.args:
-            record.msg, record.args = redacted, None
+            # (), not None: faust's formatter wraps a non-tuple ``args`` into a tuple and
+            # formats again, which breaks on (None,) or on a "%" in the rendered text
+            record.msg, record.args = redacted, ()
         if record.exc_info and not record.exc_text:
             record.exc_text = redact_text(formatter.formatException(record.exc_info))
         return record
