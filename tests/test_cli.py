@@ -18,7 +18,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     "command", [[], ["run"], ["demo"], ["topics"], ["schema"], ["status"], ["query"],
                 ["query", "top"], ["query", "series"], ["query", "sql"], ["replay"], ["alerts"],
-                ["breakers"]]
+                ["breakers"], ["rollouts"]]
 )  # fmt: skip
 def test_every_command_has_help(command: list[str]) -> None:
     result = run(*command, "--help")
