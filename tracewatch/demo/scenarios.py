@@ -128,8 +128,10 @@ DRIFT_TOTAL: Final = (0.25, 0.30)
 #: An alert decided up to this long after an incident's end still detects it.
 MATCH_GRACE_S: Final = 15 * 60.0
 
-#: 2027-01-15T08:00:00Z; seed ``s`` starts ``s % 10_000`` days later (always a whole minute).
-_EPOCH: Final = 1_800_000_000.0
+#: 2026-01-01T00:00:00Z; seed ``s`` starts ``s % 300`` days later (always a whole minute).
+#: In the past: the worker refuses events dated over an hour ahead of its clock
+#: (``future_timestamp``), which streams from 2027 were until then.
+_EPOCH: Final = 1_767_225_600.0
 _SCORE_CONCENTRATION: Final = 10.0  # a + b of the groundedness Beta, before and after
 _LATENCY_TOKEN_RHO: Final = 0.6  # corr. of log latency and log output tokens, as in traffic.py
 _BURST_ERRORS: Final = ("RateLimitError", "InternalServerError", "APIConnectionError")
@@ -372,7 +374,7 @@ def scenario_labels(kind: str, seed: int) -> tuple[Background, list[Incident]]:
 
 
 def _start(seed: int) -> float:
-    return _EPOCH + (seed % 10_000) * 86_400.0
+    return _EPOCH + (seed % 300) * 86_400.0
 
 
 def _tag(text: str) -> int:
