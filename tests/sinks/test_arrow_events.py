@@ -81,3 +81,31 @@ def test_cost_source_says_provided_missing_or_computed() -> None:
     records, _, _ = decode_records(values)
     table = events_table(records, [0, 0, 0], [0, 1, 2], "t", [False, False, True])
     assert table.column("cost_source").to_pylist() == ["provided", "missing", "computed"]
+
+
+def test_recent_event_ids_are_the_newest_per_partition_within_the_lookback(
+    sink: ClickHouseSink,
+) -> None:
+    """What a restart gives the duplicate-id window back (streams/warm_up.py)."""
+    demo = DemoTraffic(seed=7).take(T0, 600, rate_per_s=1.0)  # ten minutes, one a second
+    records, _, rejected = decode_records([json.dumps(e).encode() for e in demo])
+    assert not rejected
+    offsets = list(range(len(records)))
+    partitions = [o % 3 for o in offsets]
+    sink.write_event_table(events_table(records, partitions, offsets, "ids"), "ids")
+    newest = max(r.ts for r in records)
+
+    got = sink.recent_event_ids("ids", lookback_s=120.0, per_partition=1_000)
+    want = [
+        (p, r.event_id, r.ts)
+        for p in range(3)
+        for r, rp in zip(records, partitions, strict=True)
+        if rp == p and r.ts >= newest - 120.0
+    ]
+    assert [(p, i) for p, i, _ in got] == [(p, i) for p, i, _ in want]
+    assert [t for _, _, t in got] == pytest.approx([t for _, _, t in want], abs=1e-3)
+
+    capped = sink.recent_event_ids("ids", lookback_s=1e12, per_partition=5)
+    for p in range(3):
+        mine = [r.event_id for r, rp in zip(records, partitions, strict=True) if rp == p]
+        assert [i for q, i, _ in capped if q == p] == mine[-5:]

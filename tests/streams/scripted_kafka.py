@@ -183,6 +183,16 @@ class FakeStore:
     def recent_events(self, topic: str, lookback_s: float) -> list[EventRecord]:
         return []
 
+    def recent_event_ids(
+        self, topic: str, lookback_s: float, per_partition: int
+    ) -> list[tuple[int, str, float]]:
+        """The ids written here (no event time kept: 0.0), newest ``per_partition``."""
+        out: list[tuple[int, str, float]] = []
+        for part in sorted({p for _, p, _ in self.events}):
+            rows = sorted((off, eid) for eid, p, off in self.events if p == part)
+            out += [(part, eid, 0.0) for _, eid in rows[-per_partition:]]
+        return out
+
 
 class FakeDeadLetters:
     def __init__(self) -> None:

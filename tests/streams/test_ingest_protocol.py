@@ -198,6 +198,25 @@ def test_after_a_restart_stored_events_rebuild_buckets_but_are_not_written_again
     assert r.loop.status()["valid"] == 6
 
 
+def test_a_repeat_read_after_a_restart_is_a_duplicate_though_its_original_is_not_read_again(
+    closing: Any,
+) -> None:
+    """A producer's retry committed after its original: the restarted worker reads only
+    the retry, and must still know the id (it was stored by the previous run)."""
+    store = FakeStore(events=[("orig", 0, 0), ("b", 0, 1)], stored={0: 1}, closed=T0 + 60)
+    r = rig(store)
+    closing(r)
+    r.consumer.committed[0] = 2  # the previous run committed past both
+    r.consumer.append(0, event("orig", T0 + 1), event("b", T0 + 2))
+    r.consumer.append(0, event("orig", T0 + 1), event("c", T0 + 61))
+    r.consumer.assign(0)
+    r.steps()
+    r.drain()
+    assert [e[0] for e in store.events] == ["orig", "b", "c"]  # nothing stored twice
+    assert [x.error.reason for x in r.dlq.published] == ["duplicate_event_id"]
+    assert r.loop.status()["late"] == 0
+
+
 def test_minutes_closed_before_a_restart_are_not_counted_again(closing: Any) -> None:
     store = FakeStore(stored={0: 2}, closed=T0 + 60)  # minute 0 written by a previous run
     r = rig(store)

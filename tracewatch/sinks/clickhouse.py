@@ -164,6 +164,34 @@ class ClickHouseSink:
             )
         return buckets
 
+    def recent_event_ids(
+        self, topic: str, lookback_s: float, per_partition: int
+    ) -> list[tuple[int, str, float]]:
+        """``(partition, event_id, ts)`` of the stored events of ``topic`` from the last
+        ``lookback_s`` of event time, at most ``per_partition`` (the newest) per partition,
+        oldest first within a partition.
+
+        After a restart the duplicate-id window gets these back: a producer's retry read
+        after the restart must still be recognised when its original was committed
+        before it (the window is per process and the original is not read again).
+        """
+        result = self.query(
+            "SELECT kafka_partition, event_id, toFloat64(ts) FROM ("
+            "  SELECT kafka_partition, kafka_offset, event_id, ts FROM {db:Identifier}.events "
+            "  WHERE kafka_topic = {topic:String} AND ts >= ("
+            "    SELECT max(ts) FROM {db:Identifier}.events WHERE kafka_topic = {topic:String}"
+            "  ) - toIntervalMillisecond({lookback_ms:Int64}) "
+            "  ORDER BY kafka_partition, kafka_offset DESC LIMIT {n:UInt64} BY kafka_partition"
+            ") ORDER BY kafka_partition, kafka_offset",
+            {
+                "db": self.database,
+                "topic": topic,
+                "lookback_ms": int(min(lookback_s, 10 * 365 * 86400.0) * 1000),
+                "n": per_partition,
+            },
+        )
+        return [(int(part), str(event_id), float(ts)) for part, event_id, ts in result.rows]
+
     def recent_events(
         self, topic: str, lookback_s: float, limit: int = 2_000_000
     ) -> list[EventRecord]:

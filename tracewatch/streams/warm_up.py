@@ -3,8 +3,10 @@
 Every assignment: which offsets are already stored (read again, they are not
 inserted again) and where the newest written minute ends (events of minutes
 already written are not counted again). Once per process, at the first
-assignment: the detectors get the last ``WARM_UP_MINUTES`` of closed minutes
-back (``stats_1m.state``), and the breaker board the newest
+assignment: the duplicate-id window gets the ids of the newest stored events back
+(a producer's retry read after the restart is still a duplicate), the detectors
+the last ``WARM_UP_MINUTES`` of closed minutes back (``stats_1m.state``), and the
+breaker board the newest
 ``BREAKER_WARM_UP_S`` of stored events; the transitions of the newest two of
 those minutes, every alert still open and every breaker still open are sent
 again, since a crash between writing and acknowledging must not lose them (a
@@ -53,6 +55,9 @@ class StoredState(Protocol):
     def closed_until(self) -> float: ...
     def recent_buckets(self, since: float) -> list[ClosedBucket]: ...
     def recent_events(self, topic: str, lookback_s: float) -> list[EventRecord]: ...
+    def recent_event_ids(
+        self, topic: str, lookback_s: float, per_partition: int
+    ) -> list[tuple[int, str, float]]: ...
 
 
 @dataclass
@@ -89,6 +94,7 @@ class WarmUp:
         if self.done:
             return None
         self.done = True
+        self._ids(stage)
         restored = Restored(breakers=self._breakers(stage))
         if stage.engine is None or closed_until == float("-inf"):
             return restored  # no minute was ever closed: the detectors have nothing to remember
@@ -103,6 +109,17 @@ class WarmUp:
             len(restored.alerts),
         )
         return restored
+
+    def _ids(self, stage: Stage) -> None:
+        """The duplicate-id window as it was: the ids of the newest stored events, as many
+        and as far back as the window keeps."""
+        window = stage.pipeline.recent_ids
+        if not window.capacity:
+            return
+        lookback = window.window_s + self.allowed_lateness_s
+        ids = self.retry(lambda: self.store.recent_event_ids(self.topic, lookback, window.capacity))
+        stage.restore_ids(ids)
+        log.info("duplicate-id window warmed up on %d stored ids", len(ids))
 
     def _breakers(self, stage: Stage) -> list[BreakerSignal]:
         """Every event the board judged before the restart is in ClickHouse (events are
