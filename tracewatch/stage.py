@@ -224,6 +224,8 @@ class Stage:
         run that was itself killed before sending anything (seen in
         test_crash_recovery). A repeat has the same fingerprint and ``starts_at``.
         """
+        if self.rollouts is not None:
+            self.rollouts.restore(history)  # which variants are canaries being judged
         if self.engine is None:
             return []
         transitions = self.engine.observe(history)

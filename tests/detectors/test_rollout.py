@@ -167,3 +167,31 @@ def test_the_alert_carries_candidate_incumbent_and_threshold() -> None:
     assert alert.value is not None and alert.baseline is not None
     assert alert.threshold == pytest.approx(alert.baseline + 0.03, rel=1e-4)
     assert alert.value > alert.threshold
+
+
+def test_a_restart_keeps_judging_a_canary_from_the_stored_minutes() -> None:
+    """After a restart the worker gives the stage the last hour's closed minutes: the
+    candidate is judged again (not taken for an established split) with its first start."""
+    stream = canary_events(12, 0.25, "latency_errors", canary_s=1200)
+    cut = (stream.canary_start // 60 + 2) * 60
+    before = [e for e in stream.events if e["ts"] < cut]
+    after = [e for e in stream.events if e["ts"] >= cut]
+    first = Stage(Pipeline(allowed_lateness_s=30), None, None, RolloutJudge(RolloutSettings()))
+    values = [json.dumps(e).encode() for e in before]
+    n = len(values)
+    closed = first.process(MessageBatch(values, [None] * n, [0] * n, list(range(n)))).closed
+    closed += first.finish().closed
+
+    assert run(after).breakers == []  # a fresh judge: v20 and v21 both look established
+    judge = RolloutJudge(RolloutSettings())
+    restarted = Stage(Pipeline(allowed_lateness_s=30), None, None, judge)
+    restarted.restore_alerts(closed, resend_after=cut)
+    assert [s.variant for s in judge.states()] == ["prompt_version=v21"]
+    values = [json.dumps(e).encode() for e in after]
+    n = len(values)
+    out = restarted.process(MessageBatch(values, [None] * n, [0] * n, list(range(n))))
+    signals = [
+        s for s in out.breakers + restarted.finish().breakers if isinstance(s, VariantSignal)
+    ]
+    assert "rollback" in [s.verdict for s in signals]
+    assert judge.states()[0].started == stream.canary_start // 60 * 60

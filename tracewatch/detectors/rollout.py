@@ -76,6 +76,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tracewatch.config import RolloutSettings, Settings
+from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import Transition
 from tracewatch.detectors.sequential import Interval
 from tracewatch.schemas.alert import Alert
@@ -337,14 +338,9 @@ class RolloutJudge:
         return slot
 
     def _capped(self, route: str, pv: str, model: str, cohort: str, minute: float) -> _Cell | None:
-        state = self.routes.get(route)
+        state = self._route(route, minute)
         if state is None:
-            if minute <= self.folded_until - self.settings.forget_after_s:
-                return None  # a straggler of a route long gone
-            state = self.routes[route] = _Route(minute, minute)
-            while len(self.routes) > self.settings.max_routes:
-                self.routes.popitem(last=False)
-        self.routes.move_to_end(route)
+            return None
         if cohort not in state.cohorts and len(state.cohorts) < self.settings.max_cohorts:
             state.cohorts[cohort] = len(state.cohorts)
         cohort = cohort if cohort in state.cohorts else OTHER
@@ -354,6 +350,18 @@ class RolloutJudge:
             self._variant(state, "model", model, minute),
             cohort,
         )
+
+    def _route(self, route: str, minute: float) -> _Route | None:
+        """The route's state (made if new, least recently seen evicted past the cap)."""
+        state = self.routes.get(route)
+        if state is None:
+            if minute <= self.folded_until - self.settings.forget_after_s:
+                return None  # a straggler of a route long gone
+            state = self.routes[route] = _Route(minute, minute)
+            while len(self.routes) > self.settings.max_routes:
+                self.routes.popitem(last=False)
+        self.routes.move_to_end(route)
+        return state
 
     def _variant(self, state: _Route, dimension: str, value: str, minute: float) -> str:
         known = state.variants[dimension]
@@ -423,29 +431,35 @@ class RolloutJudge:
             self._judge(route, state, comp, minute + self.width_s, out)
 
     def _start_comparisons(self, route: str, state: _Route, dimension: str, minute: float) -> None:
-        variants = state.variants[dimension]
+        for value, variant in list(state.variants[dimension].items()):
+            if variant.first == minute:
+                self._start_comparison(route, state, dimension, value, variant)
+
+    def _start_comparison(
+        self, route: str, state: _Route, dimension: str, value: str, variant: _Variant
+    ) -> bool:
+        """Judge ``value`` from now on if it is a candidate; whether it became one."""
+        if (
+            value == OTHER
+            or variant.first < state.first + self.settings.establish_s
+            or (dimension, value) in state.comparisons
+            or len(state.comparisons) >= self.settings.max_candidates
+        ):
+            return False
         named = self.settings.incumbents.get(route, "")
-        for value, variant in variants.items():
-            if (
-                value == OTHER
-                or variant.first != minute
-                or variant.first < state.first + self.settings.establish_s
-                or (dimension, value) in state.comparisons
-                or len(state.comparisons) >= self.settings.max_candidates
-            ):
-                continue
-            incumbent = self._incumbent(variants, dimension, named, value)
-            if incumbent is None:
-                continue
-            shape = (self.settings.max_cohorts + 1, SLOTS, 3)
-            leader = state.history.get(dimension)
-            before = leader.before().copy() if leader and leader.value == incumbent else None
-            state.comparisons[(dimension, value)] = _Comparison(
-                RolloutState(route, dimension, value, incumbent, minute),
-                np.zeros(shape),
-                np.zeros(shape),
-                before=before,
-            )
+        incumbent = self._incumbent(state.variants[dimension], dimension, named, value)
+        if incumbent is None:
+            return False
+        shape = (self.settings.max_cohorts + 1, SLOTS, 3)
+        leader = state.history.get(dimension)
+        before = leader.before().copy() if leader and leader.value == incumbent else None
+        state.comparisons[(dimension, value)] = _Comparison(
+            RolloutState(route, dimension, value, incumbent, variant.first),
+            np.zeros(shape),
+            np.zeros(shape),
+            before=before,
+        )
+        return True
 
     def _remember_leader(
         self, state: _Route, d: int, minute: float, items: list[tuple[_Cell, FloatArray]]
@@ -659,6 +673,42 @@ class RolloutJudge:
                 out.transitions.append(Transition(now, resolved))
         if state.last + self.width_s < horizon and not state.comparisons:
             del self.routes[route]
+
+    # -- warm-up after a restart ---------------------------------------------------------
+
+    def restore(self, history: Sequence[ClosedBucket]) -> int:
+        """Rebuild which variants are candidates from the closed minutes of the last hour
+        (``stats_1m``, the worker's warm-up); returns the candidates judged again.
+
+        The minutes have no cohort and no sums of squares, so the comparisons start
+        empty at the end of ``history``; each keeps its original start (its promotion
+        clock, and the fingerprint of a ``CanaryRegression`` fired again). A canary
+        that began more than about an hour before the restart counts as established.
+        """
+        for bucket in sorted(history, key=lambda b: b.start):
+            if bucket.late or not bucket.stats.count:
+                continue
+            route, model, pv = bucket.key
+            state = self._route(route, bucket.start)
+            if state is None:
+                continue
+            for dimension, raw in zip(DIMENSIONS, (pv, model), strict=True):
+                value = self._variant(state, dimension, raw, bucket.start)
+                variant = state.variants[dimension].get(value)
+                if variant is not None:
+                    variant.first = min(variant.first, bucket.start)
+                    variant.last = max(variant.last, bucket.start)
+                    variant.count += bucket.stats.count
+            state.first = min(state.first, bucket.start)
+            state.last = max(state.last, bucket.start)
+        started = 0
+        for route, state in self.routes.items():
+            for dimension in DIMENSIONS:
+                for value, variant in list(state.variants[dimension].items()):
+                    started += self._start_comparison(route, state, dimension, value, variant)
+        if history:
+            self.folded_until = max(b.start + b.width for b in history)
+        return started
 
     # -- readings ------------------------------------------------------------------------
 
