@@ -73,12 +73,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import numpy.typing as npt
 
 from tracewatch.config import RolloutSettings, Settings
 from tracewatch.detectors.buckets import ClosedBucket
 from tracewatch.detectors.engine import Transition
-from tracewatch.detectors.sequential import Interval
+from tracewatch.detectors.rollout_cells import (
+    BASE_METRICS,
+    DEFAULT_MARGINS,
+    MAX_SCORES,
+    SLOTS,
+    CellResult,
+    FloatArray,
+    compare,
+    deciding,
+    evidence,
+    group_sums,
+    round6,
+    threshold,
+)
 from tracewatch.schemas.alert import Alert
 from tracewatch.schemas.breaker import VariantSignal, Verdict, variant_scope
 from tracewatch.schemas.record import EventRecord
@@ -87,7 +99,6 @@ __all__ = [
     "ALERTNAME",
     "DEFAULT_MARGINS",
     "DIMENSIONS",
-    "CellResult",
     "RolloutJudge",
     "RolloutOutput",
     "RolloutState",
@@ -96,21 +107,6 @@ __all__ = [
 ALERTNAME = "CanaryRegression"
 OTHER = "__other__"
 DIMENSIONS = ("prompt_version", "model")
-#: metric slots before the scores: (name, relative?, default margin)
-BASE_METRICS: tuple[tuple[str, bool, float], ...] = (
-    ("error_rate", False, 0.02),
-    ("latency_ms", True, 0.10),
-    ("cost_usd", True, 0.10),
-    ("input_tokens", True, 0.20),
-    ("output_tokens", True, 0.20),
-    ("loop_depth", True, 0.20),
-)
-MAX_SCORES = 8
-SLOTS = len(BASE_METRICS) + MAX_SCORES
-#: margins by metric name (``score`` for every score without its own)
-DEFAULT_MARGINS: dict[str, float] = {name: m for name, _, m in BASE_METRICS} | {"score": 0.03}
-#: a score's variance is floored at this (a constant score would claim certainty)
-_VAR_FLOOR = 1e-4
 #: per arm, the events a cohort cell needs to name the cohort of an overall regression
 ATTRIBUTE_SAMPLES = 10
 #: a full switch is judged against the incumbent's last 10-20 minutes (two blocks)
@@ -120,34 +116,6 @@ SWITCH_AFTER_S = 180.0
 SWITCHED_SHARE = 0.05
 #: while held, a candidate's state is published again this often (share, evidence)
 REFRESH_S = 300.0
-
-FloatArray = npt.NDArray[np.float64]
-
-
-@dataclass(frozen=True, slots=True)
-class CellResult:
-    """One (metric, cohort) comparison: candidate worse by ``interval`` (in margin units)."""
-
-    metric: str
-    cohort: str | None
-    interval: Interval
-    margin: float
-    candidate: float
-    incumbent: float
-    n_candidate: int
-    n_incumbent: int
-
-    @property
-    def regressed(self) -> bool:
-        return self.interval.lower > 0 and self.interval.estimate > self.margin
-
-    @property
-    def within_margin(self) -> bool:
-        return self.interval.upper < self.margin
-
-    @property
-    def severity(self) -> float:
-        return self.interval.estimate / self.margin
 
 
 @dataclass
@@ -291,7 +259,7 @@ class RolloutJudge:
             np.intp,
             len(events),
         )  # fmt: skip
-        sums = _group_sums(ids, len(index), self._values(events))
+        sums = group_sums(ids, len(index), self._values(events))
         for (route, pv, model, cohort, minute), g in index.items():
             cell = self._capped(route, pv, model, cohort, minute)
             if cell is None:
@@ -536,7 +504,7 @@ class RolloutJudge:
                 cohort_cells += self._cells(
                     comp.candidate[i], reference[i], name or "(none)", ATTRIBUTE_SAMPLES
                 )
-        worst = _deciding(overall, cohort_cells, self.settings.min_samples)
+        worst = deciding(overall, cohort_cells, self.settings.min_samples)
         if worst is not None:
             self._explain(s, "rollback", worst)
             return
@@ -551,7 +519,7 @@ class RolloutJudge:
     def _explain(self, s: RolloutState, verdict: Verdict, cell: CellResult) -> None:
         s.verdict, s.metric, s.cohort, s.deciding = verdict, cell.metric, cell.cohort, cell
         incumbent = f"{s.incumbent} before the switch" if s.switched else s.incumbent
-        s.evidence = _evidence(cell, incumbent, verdict)
+        s.evidence = evidence(cell, incumbent, verdict)
 
     def _cells(
         self, cand: FloatArray, inc: FloatArray, cohort: str | None, min_samples: int = 0
@@ -588,24 +556,10 @@ class RolloutJudge:
         inc: FloatArray,
         cohort: str | None,
     ) -> CellResult | None:
-        (n_c, m_c, v_c), (n_i, m_i, v_i) = _moments(cand), _moments(inc)
-        if metric == "error_rate":  # binomial variance, kept off 0 (Agresti-style smoothing)
-            v_c, v_i = _binomial_var(m_c, n_c), _binomial_var(m_i, n_i)
-        elif not relative:
-            v_c, v_i = max(v_c, _VAR_FLOOR), max(v_i, _VAR_FLOOR)
         margin = self._margin(metric)
-        if relative:
-            if m_c <= 0 or m_i <= 0:
-                return None
-            diff = math.log(m_c / m_i)
-            variance = v_c / (n_c * m_c * m_c) + v_i / (n_i * m_i * m_i)
-            margin = math.log1p(margin)
-        else:
-            diff = m_c - m_i
-            variance = v_c / n_c + v_i / n_i
-        sign = 1.0 if higher_is_worse else -1.0
-        interval = Interval.of(sign * diff, variance, margin * margin, self.alpha_cell)
-        return CellResult(metric, cohort, interval, margin, m_c, m_i, int(n_c), int(n_i))
+        return compare(
+            metric, relative, higher_is_worse, cand, inc, cohort, margin, self.alpha_cell
+        )
 
     # -- signals -------------------------------------------------------------------------
 
@@ -646,9 +600,9 @@ class RolloutJudge:
             alertname=ALERTNAME,
             labels=labels,
             # 6 significant digits: sums in another batch order differ in the last bits
-            value=None if cell is None else _round(cell.candidate),
-            baseline=None if cell is None else _round(cell.incumbent),
-            threshold=None if cell is None else _round(_threshold(cell)),
+            value=None if cell is None else round6(cell.candidate),
+            baseline=None if cell is None else round6(cell.incumbent),
+            threshold=None if cell is None else round6(threshold(cell)),
             starts_at=_utc(at),
             ends_at=None if ends is None else _utc(ends),
             summary=f"canary {s.variant} on {s.route}: {s.evidence}",
@@ -718,96 +672,6 @@ class RolloutJudge:
 
     def firing(self) -> list[Alert]:
         return [c.alert for r in self.routes.values() for c in r.comparisons.values() if c.alert]
-
-
-def _deciding(
-    overall: list[CellResult], cohorts: list[CellResult], min_samples: int
-) -> CellResult | None:
-    """The cell a rollback names; None when no cell regressed.
-
-    A cohort cell regresses only with ``min_samples`` per arm (``cohorts`` also holds
-    smaller ones, for attribution). The worst overall regression is named by its
-    cohort when it is confined to one: that cohort's estimate is beyond the margin
-    and every other cohort's within it. A regression on a cohort alone (the overall
-    diluted below significance) names that cohort.
-    """
-    hit = [c for c in overall if c.regressed]
-    if hit:
-        worst = max(hit, key=lambda c: c.severity)
-        cells = [c for c in cohorts if c.metric == worst.metric]
-        beyond = [c for c in cells if c.interval.estimate > c.margin]
-        return beyond[0] if len(beyond) == 1 and len(cells) > 1 else worst
-    regressed = [c for c in cohorts if c.regressed and c.n_candidate >= min_samples]
-    return max(regressed, key=lambda c: c.severity) if regressed else None
-
-
-def _group_sums(ids: npt.NDArray[np.intp], groups: int, values: FloatArray) -> FloatArray:
-    """(groups, SLOTS, 3): per group and slot the count, sum and sum of squares."""
-    out = np.zeros((groups, values.shape[1], 3))
-    present = ~np.isnan(values)
-    clean = np.where(present, values, 0.0)
-    for slot in range(values.shape[1]):
-        if not present[:, slot].any():
-            continue
-        out[:, slot, 0] = np.bincount(ids, present[:, slot], groups)
-        out[:, slot, 1] = np.bincount(ids, clean[:, slot], groups)
-        out[:, slot, 2] = np.bincount(ids, clean[:, slot] ** 2, groups)
-    return out
-
-
-def _moments(sums: FloatArray) -> tuple[float, float, float]:
-    """Count, mean and (unbiased) variance from count, sum and sum of squares."""
-    n, total, squares = float(sums[0]), float(sums[1]), float(sums[2])
-    mean = total / n
-    variance = max(0.0, (squares - n * mean * mean) / (n - 1))
-    return n, mean, variance
-
-
-def _binomial_var(rate: float, n: float) -> float:
-    p = (rate * n + 0.5) / (n + 1.0)
-    return p * (1.0 - p)
-
-
-def _evidence(cell: CellResult, incumbent: str, verdict: Verdict) -> str:
-    where = f" on cohort {cell.cohort}" if cell.cohort else ""
-    name = cell.metric.removeprefix("score:")
-    line = (
-        f"{name}{where}: {_fmt(cell.candidate)} vs {_fmt(cell.incumbent)} for {incumbent}, "
-        f"n={_count(cell.n_candidate)} vs {_count(cell.n_incumbent)}"
-    )
-    if verdict == "hold":
-        line += f" (not yet shown within {_fmt_margin(cell)})"
-    return line
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.6g}")
-
-
-def _threshold(cell: CellResult) -> float:
-    """The incumbent's value moved by the margin in the metric's worse direction."""
-    worse_up = (cell.candidate >= cell.incumbent) == (cell.interval.estimate > 0)
-    if cell.metric == "error_rate" or cell.metric.startswith("score:"):
-        return cell.incumbent + (cell.margin if worse_up else -cell.margin)
-    factor = math.exp(cell.margin)
-    return cell.incumbent * factor if worse_up else cell.incumbent / factor
-
-
-def _fmt(value: float) -> str:
-    if value == 0 or abs(value) >= 100:
-        return f"{value:.0f}"
-    digits = max(2, 2 - math.floor(math.log10(abs(value))))
-    return f"{value:.{digits}f}"
-
-
-def _fmt_margin(cell: CellResult) -> str:
-    if cell.metric == "error_rate" or cell.metric.startswith("score:"):
-        return f"{cell.margin:g}"
-    return f"{math.expm1(cell.margin):.0%}"
-
-
-def _count(n: int) -> str:
-    return f"{n:,}".replace(",", " ")
 
 
 def _utc(ts: float) -> datetime:
