@@ -150,6 +150,10 @@ class Pipeline:
         self.aggregator = BucketAggregator(bucket_width_s, allowed_lateness_s)
         self.max_message_bytes = max_message_bytes
         self.recent_ids = RecentIds(dedup_window, dedup_window_s)
+        # id → (partition, offset) of stored events whose ids a restart put back into
+        # ``recent_ids``: read again from the commit point, the original itself is not
+        # its own duplicate (popped when seen, so this only shrinks)
+        self._stored_ids: dict[str, tuple[int, int]] = {}
         self.caps = caps if caps is not None else KeyCaps()
         self.counters = PipelineCounters()
 
@@ -232,6 +236,20 @@ class Pipeline:
         keep = [j for j in range(len(records)) if j not in drop]
         return [records[j] for j in keep], [index[j] for j in keep]
 
+    def restore_ids(self, stored: Sequence[tuple[int, int, str, float]]) -> None:
+        """After a restart: ``(partition, offset, event_id, ts)`` of recently stored events.
+
+        A producer's retry committed after its original is then still a duplicate,
+        although the original is not read again; an original read again (it lies
+        after the commit point) is recognised by its offset and rebuilds its bucket.
+        """
+        if not stored:
+            return
+        self.recent_ids.repeats(
+            [s[2] for s in stored], [s[0] for s in stored], [s[3] for s in stored]
+        )
+        self._stored_ids.update((s[2], (s[0], s[1])) for s in stored)
+
     def _first_seen(
         self,
         batch: MessageBatch,
@@ -241,11 +259,13 @@ class Pipeline:
     ) -> tuple[list[EventRecord], list[int]]:
         """Drop repeated event ids (to ``rejected``), keeping the first of each."""
         parts = batch.partitions
-        repeats = self.recent_ids.repeats(
-            [record.event_id for record in records],
-            [parts[i] for i in index],
-            [record.ts for record in records],
+        checked = self._not_restored(batch, records, index)
+        found = self.recent_ids.repeats(
+            [records[j].event_id for j in checked],
+            [parts[index[j]] for j in checked],
+            [records[j].ts for j in checked],
         )
+        repeats = [checked[k] for k in found]
         if not repeats:
             return records, index
         for j in repeats:
@@ -259,6 +279,21 @@ class Pipeline:
         drop = set(repeats)
         keep = [j for j in range(len(records)) if j not in drop]
         return [records[j] for j in keep], [index[j] for j in keep]
+
+    def _not_restored(
+        self, batch: MessageBatch, records: list[EventRecord], index: list[int]
+    ) -> list[int]:
+        """The records to check for repeats: all but restored originals read again."""
+        if not self._stored_ids:
+            return list(range(len(records)))
+        stored, checked = self._stored_ids, []
+        for j, record in enumerate(records):
+            at = stored.get(record.event_id)
+            if at is not None and at == (batch.partitions[index[j]], batch.offsets[index[j]]):
+                del stored[record.event_id]
+            else:
+                checked.append(j)
+        return checked
 
     def mark_idle(self, partition: int) -> list[ClosedBucket]:
         """A source partition reached its end: it stops holding the watermark back."""

@@ -207,13 +207,10 @@ class Stage:
         self.board.advance(self.board.now)
         return self.board.open_signals()
 
-    def restore_ids(self, ids: Sequence[tuple[int, str, float]]) -> None:
-        """Give the duplicate-id window the recently stored ``(partition, event_id, ts)``
-        back, so a repeat read after a restart is caught though its original is not
-        read again."""
-        if ids:
-            window = self.pipeline.recent_ids
-            window.repeats([i for _, i, _ in ids], [p for p, _, _ in ids], [t for _, _, t in ids])
+    def restore_ids(self, stored: Sequence[tuple[int, int, str, float]]) -> None:
+        """Give the duplicate-id window the recently stored ``(partition, offset,
+        event_id, ts)`` back (``Pipeline.restore_ids``)."""
+        self.pipeline.restore_ids(stored)
 
     def restore_alerts(self, history: Sequence[ClosedBucket], resend_after: float) -> list[Alert]:
         """Give the engine its closed minutes back; the alerts to send again.

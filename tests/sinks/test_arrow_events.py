@@ -97,15 +97,15 @@ def test_recent_event_ids_are_the_newest_per_partition_within_the_lookback(
 
     got = sink.recent_event_ids("ids", lookback_s=120.0, per_partition=1_000)
     want = [
-        (p, r.event_id, r.ts)
+        (p, o, r.event_id, r.ts)
         for p in range(3)
-        for r, rp in zip(records, partitions, strict=True)
+        for r, rp, o in zip(records, partitions, offsets, strict=True)
         if rp == p and r.ts >= newest - 120.0
     ]
-    assert [(p, i) for p, i, _ in got] == [(p, i) for p, i, _ in want]
-    assert [t for _, _, t in got] == pytest.approx([t for _, _, t in want], abs=1e-3)
+    assert [g[:3] for g in got] == [w[:3] for w in want]
+    assert [g[3] for g in got] == pytest.approx([w[3] for w in want], abs=1e-3)
 
     capped = sink.recent_event_ids("ids", lookback_s=1e12, per_partition=5)
     for p in range(3):
         mine = [r.event_id for r, rp in zip(records, partitions, strict=True) if rp == p]
-        assert [i for q, i, _ in capped if q == p] == mine[-5:]
+        assert [i for q, _, i, _ in capped if q == p] == mine[-5:]

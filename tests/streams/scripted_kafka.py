@@ -185,12 +185,12 @@ class FakeStore:
 
     def recent_event_ids(
         self, topic: str, lookback_s: float, per_partition: int
-    ) -> list[tuple[int, str, float]]:
+    ) -> list[tuple[int, int, str, float]]:
         """The ids written here (no event time kept: 0.0), newest ``per_partition``."""
-        out: list[tuple[int, str, float]] = []
+        out: list[tuple[int, int, str, float]] = []
         for part in sorted({p for _, p, _ in self.events}):
             rows = sorted((off, eid) for eid, p, off in self.events if p == part)
-            out += [(part, eid, 0.0) for _, eid in rows[-per_partition:]]
+            out += [(part, off, eid, 0.0) for off, eid in rows[-per_partition:]]
         return out
 
 

@@ -217,6 +217,27 @@ def test_a_repeat_read_after_a_restart_is_a_duplicate_though_its_original_is_not
     assert r.loop.status()["late"] == 0
 
 
+def test_stored_originals_read_again_after_a_restart_are_not_their_own_duplicates(
+    closing: Any,
+) -> None:
+    """The restored id window knows a0..a2; read again from the commit point they rebuild
+    their minute (same offsets), while the retry of a0 at a later offset is a duplicate."""
+    stored = [(f"a{i}", 0, i) for i in range(3)]
+    store = FakeStore(events=list(stored), stored={0: 2})
+    r = rig(store)
+    closing(r)
+    r.consumer.append(0, *(event(f"a{i}", T0 + i) for i in range(3)))
+    r.consumer.append(0, event("a0", T0), event("a4", T0 + 4), event("next", T0 + 60))
+    r.consumer.assign(0)
+    r.steps()
+    r.drain()
+    assert [x.error.reason for x in r.dlq.published] == ["duplicate_event_id"]
+    assert r.dlq.published[0].message.offset == 3
+    assert [e[0] for e in store.events] == ["a0", "a1", "a2", "a4", "next"]
+    (minute,) = store.minutes
+    assert minute.start == T0 and minute.stats.count == 4
+
+
 def test_minutes_closed_before_a_restart_are_not_counted_again(closing: Any) -> None:
     store = FakeStore(stored={0: 2}, closed=T0 + 60)  # minute 0 written by a previous run
     r = rig(store)

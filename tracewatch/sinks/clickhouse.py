@@ -166,8 +166,8 @@ class ClickHouseSink:
 
     def recent_event_ids(
         self, topic: str, lookback_s: float, per_partition: int
-    ) -> list[tuple[int, str, float]]:
-        """``(partition, event_id, ts)`` of the stored events of ``topic`` from the last
+    ) -> list[tuple[int, int, str, float]]:
+        """``(partition, offset, event_id, ts)`` of the stored events of ``topic`` from the last
         ``lookback_s`` of event time, at most ``per_partition`` (the newest) per partition,
         oldest first within a partition.
 
@@ -176,7 +176,7 @@ class ClickHouseSink:
         before it (the window is per process and the original is not read again).
         """
         result = self.query(
-            "SELECT kafka_partition, event_id, toFloat64(ts) FROM ("
+            "SELECT kafka_partition, kafka_offset, event_id, toFloat64(ts) FROM ("
             "  SELECT kafka_partition, kafka_offset, event_id, ts FROM {db:Identifier}.events "
             "  WHERE kafka_topic = {topic:String} AND ts >= ("
             "    SELECT max(ts) FROM {db:Identifier}.events WHERE kafka_topic = {topic:String}"
@@ -190,7 +190,10 @@ class ClickHouseSink:
                 "n": per_partition,
             },
         )
-        return [(int(part), str(event_id), float(ts)) for part, event_id, ts in result.rows]
+        return [
+            (int(part), int(offset), str(event_id), float(ts))
+            for part, offset, event_id, ts in result.rows
+        ]
 
     def recent_events(
         self, topic: str, lookback_s: float, limit: int = 2_000_000
