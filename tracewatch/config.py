@@ -314,6 +314,9 @@ class RolloutSettings(BaseSettings):
     forget_after_s: float = Field(default=1800.0, gt=0)
     #: per route, the incumbent the operator names, e.g. ``{"refund": "prompt_version=v20"}``
     incumbents: dict[str, str] = Field(default_factory=dict)
+    #: an event attribute that splits traffic too (e.g. ``experiment_arm``), judged like
+    #: ``prompt_version`` and ``model``: scope ``variant:<route>:<attribute>=<value>``
+    attribute: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.\-]+$")
     max_routes: int = Field(default=1000, ge=1)
     max_cohorts: int = Field(default=8, ge=1)
     max_variants: int = Field(default=16, ge=2)

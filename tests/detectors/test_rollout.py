@@ -195,3 +195,14 @@ def test_a_restart_keeps_judging_a_canary_from_the_stored_minutes() -> None:
     ]
     assert "rollback" in [s.verdict for s in signals]
     assert judge.states()[0].started == stream.canary_start // 60 * 60
+
+
+def test_an_attribute_the_operator_names_splits_traffic_too() -> None:
+    events = canary_events(13, 0.25, "latency_errors", canary_s=900).events
+    for e in events:  # the same prompt version; the canary is an experiment arm
+        e["attributes"] = {"arm": "b" if e.pop("prompt_version") == "v21" else "a"}
+    assert run(events).breakers == []  # not split by default
+    (rollback,) = [s for s in run(events, attribute="arm").breakers if s.state == "open"]
+    assert isinstance(rollback, VariantSignal)
+    assert rollback.scope == "variant:refund/primary:arm=b"
+    assert (rollback.variant, rollback.incumbent) == ("arm=b", "arm=a")

@@ -80,3 +80,9 @@ def test_an_unjudged_variant_follows_fail_open() -> None:
     assert not closed.variant_state("r", prompt_version="v9", now=T0).allowed
     with pytest.raises(ValueError, match="name the variant"):
         state.variant_state("refund/primary", now=T0)
+
+
+def test_an_attribute_variant_is_asked_by_its_attribute() -> None:
+    state = live(variant("b", "rollback", field="arm"))
+    assert not state.variant_state("refund/primary", attributes={"arm": "b"}, now=T0).allowed
+    assert state.variant_state("refund/primary", attributes={"arm": "a"}, now=T0).allowed

@@ -1,7 +1,9 @@
 """Rollouts: a candidate variant of a route judged against its incumbent, per cohort.
 
-Within a route, traffic splits by ``prompt_version`` and, separately, by
-``model``: each is a *dimension*, each value a *variant* (``prompt_version=v21``).
+Within a route, traffic splits by ``prompt_version``, separately by ``model``,
+and by the event attribute the operator names (``TRACEWATCH_ROLLOUT_ATTRIBUTE``,
+e.g. ``experiment_arm``): each is a *dimension*, each value a *variant*
+(``prompt_version=v21``).
 The variants seen in a route's first ``establish_s`` are established; the
 incumbent of a dimension is the variant that carried most of the route's
 traffic before a new one appeared (or the one the operator names). A variant
@@ -188,9 +190,7 @@ class _Route:
     first: float
     last: float
     cohorts: dict[str, int] = field(default_factory=dict)
-    variants: dict[str, dict[str, _Variant]] = field(
-        default_factory=lambda: {d: {} for d in DIMENSIONS}
-    )
+    variants: dict[str, dict[str, _Variant]] = field(default_factory=dict)
     history: dict[str, _Leader] = field(default_factory=dict)
     comparisons: dict[tuple[str, str], _Comparison] = field(default_factory=dict)
 
@@ -209,8 +209,8 @@ class _Leader:
         return self.current if self.previous is None else self.current + self.previous
 
 
-#: (route, prompt_version, model, cohort) after the caps
-_Cell = tuple[str, str, str, str]
+#: (route, prompt_version, model[, the operator's attribute], cohort) after the caps
+_Cell = tuple[str, ...]
 
 
 class RolloutJudge:
@@ -231,6 +231,9 @@ class RolloutJudge:
         self.folded_until = -math.inf
         cells = (self.settings.max_cohorts + 1) * SLOTS
         self.alpha_cell = self.settings.alpha / cells
+        attribute = self.settings.attribute
+        #: the fields traffic splits by: prompt_version, model, and the operator's attribute
+        self.dimensions = DIMENSIONS + ((attribute,) if attribute else ())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RolloutJudge | None:
@@ -245,13 +248,14 @@ class RolloutJudge:
         """Fold a batch into per-minute partials (a few vectorised sums per batch)."""
         if not events:
             return
-        width = self.width_s
-        index: dict[tuple[str, str, str, str, float], int] = {}
+        width, name = self.width_s, self.settings.attribute
+        index: dict[tuple[str, str, str, str, float, str], int] = {}
         ids = np.fromiter(
             (
                 index.setdefault(
                     (e.route, e.prompt_version or "", e.model or "", e.cohort or "",
-                     e.ts // width * width),
+                     e.ts // width * width,
+                     str(e.attributes.get(name, "")) if name and e.attributes else ""),
                     len(index),
                 )
                 for e in events
@@ -260,8 +264,9 @@ class RolloutJudge:
             len(events),
         )  # fmt: skip
         sums = group_sums(ids, len(index), self._values(events))
-        for (route, pv, model, cohort, minute), g in index.items():
-            cell = self._capped(route, pv, model, cohort, minute)
+        for (route, pv, model, cohort, minute, attr), g in index.items():
+            values = (pv, model, attr) if name else (pv, model)
+            cell = self._capped(route, values, cohort, minute)
             if cell is None:
                 continue
             bucket = self.pending.setdefault(minute, {})
@@ -305,19 +310,20 @@ class RolloutJudge:
             slot = self.scores[name] = len(BASE_METRICS) + len(self.scores)
         return slot
 
-    def _capped(self, route: str, pv: str, model: str, cohort: str, minute: float) -> _Cell | None:
+    def _capped(
+        self, route: str, values: tuple[str, ...], cohort: str, minute: float
+    ) -> _Cell | None:
         state = self._route(route, minute)
         if state is None:
             return None
         if cohort not in state.cohorts and len(state.cohorts) < self.settings.max_cohorts:
             state.cohorts[cohort] = len(state.cohorts)
         cohort = cohort if cohort in state.cohorts else OTHER
-        return (
-            route,
-            self._variant(state, "prompt_version", pv, minute),
-            self._variant(state, "model", model, minute),
-            cohort,
-        )
+        capped = [
+            self._variant(state, dimension, value, minute)
+            for dimension, value in zip(self.dimensions, values, strict=True)
+        ]
+        return (route, *capped, cohort)
 
     def _route(self, route: str, minute: float) -> _Route | None:
         """The route's state (made if new, least recently seen evicted past the cap)."""
@@ -325,7 +331,8 @@ class RolloutJudge:
         if state is None:
             if minute <= self.folded_until - self.settings.forget_after_s:
                 return None  # a straggler of a route long gone
-            state = self.routes[route] = _Route(minute, minute)
+            variants: dict[str, dict[str, _Variant]] = {d: {} for d in self.dimensions}
+            state = self.routes[route] = _Route(minute, minute, variants=variants)
             while len(self.routes) > self.settings.max_routes:
                 self.routes.popitem(last=False)
         self.routes.move_to_end(route)
@@ -375,7 +382,7 @@ class RolloutJudge:
         out: RolloutOutput,
     ) -> None:
         state.last = max(state.last, minute)
-        for d, dimension in enumerate(DIMENSIONS):
+        for d, dimension in enumerate(self.dimensions):
             counts: dict[str, float] = {}
             for cell, sums in items:
                 counts[cell[1 + d]] = counts.get(cell[1 + d], 0.0) + float(sums[:, 0].max())
@@ -388,10 +395,10 @@ class RolloutJudge:
             self._remember_leader(state, d, minute, items)
         total = sum(float(s[:, 0].max()) for _, s in items)
         for (dimension, value), comp in state.comparisons.items():
-            d = 1 + DIMENSIONS.index(dimension)
+            d = 1 + self.dimensions.index(dimension)
             comp.route_count += total
             for cell, sums in items:
-                cohort = state.cohorts.get(cell[3], self.settings.max_cohorts)
+                cohort = state.cohorts.get(cell[-1], self.settings.max_cohorts)
                 if cell[d] == value:
                     comp.candidate[cohort] += sums
                 elif cell[d] == comp.state.incumbent:
@@ -433,7 +440,7 @@ class RolloutJudge:
         self, state: _Route, d: int, minute: float, items: list[tuple[_Cell, FloatArray]]
     ) -> None:
         """Fold this minute of the dimension's leading variant into its blocks."""
-        dimension = DIMENSIONS[d]
+        dimension = self.dimensions[d]
         leader = state.history.get(dimension)
         if leader is None or minute >= leader.start + BLOCK_S:
             known = [(v.count, k) for k, v in state.variants[dimension].items() if k != OTHER]
@@ -445,7 +452,7 @@ class RolloutJudge:
             leader = state.history[dimension] = _Leader(top, minute, np.zeros(shape), keep)
         for cell, sums in items:
             if cell[1 + d] == leader.value:
-                leader.current[state.cohorts.get(cell[3], self.settings.max_cohorts)] += sums
+                leader.current[state.cohorts.get(cell[-1], self.settings.max_cohorts)] += sums
 
     @staticmethod
     def _incumbent(
@@ -610,7 +617,7 @@ class RolloutJudge:
 
     def _forget(self, route: str, state: _Route, now: float, out: RolloutOutput) -> None:
         horizon = now - self.settings.forget_after_s
-        for dimension in DIMENSIONS:
+        for dimension in self.dimensions:
             variants = state.variants[dimension]
             for value in [v for v, info in variants.items() if info.last + self.width_s < horizon]:
                 del variants[value]
@@ -657,7 +664,7 @@ class RolloutJudge:
             state.last = max(state.last, bucket.start)
         started = 0
         for route, state in self.routes.items():
-            for dimension in DIMENSIONS:
+            for dimension in self.dimensions:
                 for value, variant in list(state.variants[dimension].items()):
                     started += self._start_comparison(route, state, dimension, value, variant)
         if history:

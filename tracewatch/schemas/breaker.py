@@ -40,7 +40,7 @@ class VariantSignal(BreakerSignal):
     traffic the router may give the candidate now (0 on rollback).
     """
 
-    scope: str = Field(min_length=1, pattern=r"^variant:.+:[a-z_]+=.+")
+    scope: str = Field(min_length=1, pattern=r"^variant:.+:[A-Za-z0-9_.\-]+=.+")
     verdict: Verdict
     weight: float = Field(ge=0, le=1)
     route: str

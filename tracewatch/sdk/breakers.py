@@ -253,10 +253,11 @@ class BreakerState:
         model: str | None = None,
         *,
         now: float,
+        attributes: Mapping[str, str] | None = None,
     ) -> VariantDecision:
-        """The rollout verdict on a variant of ``route``; a rollback of either field wins."""
-        known = [self._variants[s] for s in variant_scopes(route, prompt_version, model)
-                 if s in self._variants]  # fmt: skip
+        """The rollout verdict on a variant of ``route``; a rollback of any field wins."""
+        scopes = variant_scopes(route, prompt_version, model, attributes)
+        known = [self._variants[s] for s in scopes if s in self._variants]
         if not known:
             if not self.fresh(now):
                 return VariantDecision(self.fail_open, reason=self._unreachable.reason)
@@ -358,10 +359,18 @@ class BreakerClient:
         return self.state.check(trace_id, route, now=self._clock())
 
     def variant_state(
-        self, route: str, prompt_version: str | None = None, model: str | None = None
+        self,
+        route: str,
+        prompt_version: str | None = None,
+        model: str | None = None,
+        *,
+        attributes: Mapping[str, str] | None = None,
     ) -> VariantDecision:
-        """The rollout verdict and suggested weight of a variant (``sdk/variants.py``)."""
-        return self.state.variant_state(route, prompt_version, model, now=self._clock())
+        """The rollout verdict and suggested weight of a variant (``sdk/variants.py``);
+        ``attributes``: the value of the attribute tracewatch splits by, if any."""
+        return self.state.variant_state(
+            route, prompt_version, model, now=self._clock(), attributes=attributes
+        )
 
     def guard(self, trace_id: str | None = None, route: str | None = None) -> _Guard:
         """A context manager that raises ``BreakerOpen`` on entry if the step may not run.

@@ -19,6 +19,7 @@ rollback, ``closed`` for promote and hold, with ``verdict`` and ``weight``); the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from tracewatch.schemas.breaker import VariantSignal, Verdict, variant_scope
@@ -54,13 +55,21 @@ class VariantDecision:
         )
 
 
-def variant_scopes(route: str, prompt_version: str | None, model: str | None) -> list[str]:
-    """The variant scopes a request on ``route`` with this prompt version and model falls in."""
+def variant_scopes(
+    route: str,
+    prompt_version: str | None,
+    model: str | None,
+    attributes: Mapping[str, str] | None = None,
+) -> list[str]:
+    """The variant scopes a request on ``route`` falls in: its prompt version, its model,
+    and the attribute the operator splits by (``TRACEWATCH_ROLLOUT_ATTRIBUTE``)."""
     scopes = []
     if prompt_version is not None:
         scopes.append(variant_scope(route, "prompt_version", prompt_version))
     if model is not None:
         scopes.append(variant_scope(route, "model", model))
+    for name, value in (attributes or {}).items():
+        scopes.append(variant_scope(route, name, value))
     if not scopes:
-        raise ValueError("name the variant: prompt_version=..., model=..., or both")
+        raise ValueError("name the variant: prompt_version=..., model=..., attributes={...}")
     return scopes
