@@ -223,9 +223,11 @@ class WorkerSettings(BaseSettings):
     #: ``prompt_version`` fills its route's 100 and the rest folds into the route's
     #: ``(route, "__other__", "__other__")``, whose statistics stay whole
     bucket_max_keys_per_route: int = Field(default=100, ge=1)
-    #: routes; half of the alert engine's 10 000 so that the engine, which judges the
-    #: routes the buckets close, never has to evict one for room
-    bucket_max_routes: int = Field(default=5_000, ge=1)
+    #: routes. The alert engine judges every route's closed minute (about 0.5 ms each):
+    #: with 5 000 routes, replay of the issue's hostile stream (bench/hostile_replay.py)
+    #: ran at 0.11 of normal speed, with 1 000 at 0.40. Well under the engine's 10 000,
+    #: so it never evicts a route for room; raise both for an app with more routes
+    bucket_max_routes: int = Field(default=1_000, ge=1)
     #: event-time seconds after which an idle key or route gives its place back
     bucket_key_idle_s: float = Field(default=600.0, gt=0)
     #: most agent traces the breaker board tracks. bench/memory.py measured about 1.5 KB

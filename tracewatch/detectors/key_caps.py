@@ -5,8 +5,11 @@ scanner that invents routes, sends valid events whose keys never repeat: without
 a cap every one of them opens a bucket (about 6 KB per key and open minute,
 bench/memory.py) and writes a ``stats_1m`` row a minute (issue 16).
 
-``KeyCaps.fold`` admits keys first come, first served while there is room and
-folds the rest into explicit overflow keys, so nothing is dropped and every
+``KeyCaps.fold`` admits keys first come, first served while less than half of
+a cap is used; past half, a new key or route must be seen a second time (twice
+in a batch, or again among the last ``max_keys`` candidates) before it takes a
+place, so one-off keys (request ids, scanned routes) cannot fill what is left.
+The rest is folded into explicit overflow keys, so nothing is dropped and every
 event is still counted:
 
 - a key of an admitted route over ``max_keys_per_route`` (or over ``max_keys``
@@ -44,7 +47,7 @@ class KeyCaps:
 
     def __init__(
         self,
-        max_routes: int = 5_000,
+        max_routes: int = 1_000,
         max_keys_per_route: int = 100,
         max_keys: int = 10_000,
         idle_s: float = 600.0,
@@ -62,6 +65,8 @@ class KeyCaps:
         self._routes: OrderedDict[str, OrderedDict[tuple[str, str], float]] = OrderedDict()
         self._route_seen: dict[str, float] = {}
         self._keys = 0
+        # keys and routes seen once while under pressure (``_again``), oldest first
+        self._candidates: OrderedDict[tuple[str, ...], None] = OrderedDict()
 
     @property
     def keys(self) -> int:
@@ -82,8 +87,8 @@ class KeyCaps:
         now = float(ts.max())
         self._release(now)
         mapping: dict[KeyTuple, KeyTuple] = {}
-        for key in dict.fromkeys(keys):
-            mapping[key] = self._admit(key, now)
+        for key, n in Counter(keys).items():
+            mapping[key] = self._admit(key, now, n)
         changed = {k: v for k, v in mapping.items() if v is not k}
         if not changed:
             return list(keys)
@@ -91,13 +96,16 @@ class KeyCaps:
             self.folded["route" if changed[key] is _OTHER_ROUTE else "key"] += n
         return [mapping[k] for k in keys]
 
-    def _admit(self, key: KeyTuple, now: float) -> KeyTuple:
+    def _admit(self, key: KeyTuple, now: float, n: int) -> KeyTuple:
+        """The key to use for ``key``, seen ``n`` times in this batch."""
         route, model, version = key
         if route == OTHER or model == OTHER or version == OTHER:
             return key  # an app's own "__other__" is kept as sent: it is already folded
         admitted = self._routes.get(route)
         if admitted is None:
             if len(self._routes) >= self.max_routes:
+                return _OTHER_ROUTE
+            if len(self._routes) >= self.max_routes // 2 and not self._again((route,), n):
                 return _OTHER_ROUTE
             admitted = self._routes[route] = OrderedDict()
         else:
@@ -112,9 +120,25 @@ class KeyCaps:
             self._release_keys(admitted, now - self.idle_s)
             if len(admitted) >= self.max_keys_per_route or self._keys >= self.max_keys:
                 return (route, OTHER, OTHER)
+        pressed = len(admitted) >= self.max_keys_per_route // 2 or self._keys >= self.max_keys // 2
+        if pressed and not self._again(key, n):
+            return (route, OTHER, OTHER)
         admitted[pair] = now
         self._keys += 1
         return key
+
+    def _again(self, token: tuple[str, ...], n: int) -> bool:
+        """Under pressure a new key (or route) is admitted only when seen a second time:
+        twice in one batch, or once before among the last ``max_keys`` candidates. A
+        request id sent as a prompt version is never seen twice, so it never takes a
+        place (nor a bucket, nor a minute row); a real new version is, at once."""
+        if n >= 2 or token in self._candidates:
+            self._candidates.pop(token, None)
+            return True
+        self._candidates[token] = None
+        if len(self._candidates) > self.max_keys:
+            self._candidates.popitem(last=False)
+        return False
 
     def _release(self, now: float) -> None:
         """Give back the places of keys and routes idle for longer than ``idle_s``."""
