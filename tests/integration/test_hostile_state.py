@@ -140,14 +140,17 @@ def test_an_event_a_year_ahead_is_refused_and_pins_nothing(
 
 
 def agent_traces(t0: float, n: int) -> tuple[list[Event], str]:
-    """``n`` short agent traces over four minutes, and one runaway that keeps going."""
+    """``n`` short agent traces over four minutes, and a runaway: 30 steps in its first
+    30 s (it opens at the 27th), quiet for 3.5 minutes while the others flood the board,
+    then one more step. The board evicted it before (``closed: evicted``, issue 16)."""
     events: list[Event] = []
     runaway = "runaway-agent"
     for i in range(n):
         events.append({"event_id": f"s{i}", "trace_id": f"agent-{i}", "ts": t0 + i * 240 / n,
                        "kind": "agent_step", "route": "agent/coder", "loop_depth": 0})  # fmt: skip
-    steps = [{"event_id": f"r{d}", "trace_id": runaway, "ts": t0 + d * 8.0, "kind": "agent_step",
-              "route": "agent/coder", "loop_depth": d} for d in range(30)]  # fmt: skip
+    steps = [{"event_id": f"r{d}", "trace_id": runaway, "ts": t0 + (d if d < 30 else 239.0),
+              "kind": "agent_step", "route": "agent/coder", "loop_depth": d}
+             for d in range(31)]  # fmt: skip
     return sorted(events + steps, key=lambda e: float(e["ts"])), runaway
 
 
