@@ -400,6 +400,11 @@ class OtlpSettings(BaseSettings):
     max_inflight_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     #: how long a request waits for room in ``max_inflight_bytes`` before its 429
     inflight_wait_s: float = Field(default=2.0, ge=0)
+    #: more ``Host`` names exporters use to reach the receiver (``name`` or ``name:port``),
+    #: beside 127.0.0.1, localhost, [::1] and ``host``. Any other ``Host`` gets 403: a web
+    #: page that points a DNS name it controls at 127.0.0.1 (DNS rebinding) could otherwise
+    #: post spans. Bound to a wildcard (0.0.0.0) with none set, ``Host`` is not checked
+    allowed_hosts: tuple[str, ...] = ()
 
 
 class Settings:

@@ -92,6 +92,54 @@ def status_of(body: bytes, content_type: str) -> Any:
     return status
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "rebound.example:4318"},  # a page on a DNS name pointed at 127.0.0.1
+        {"Host": "127.0.0.1:1"},  # the right name, another port: not us
+        {"Origin": "http://127.0.0.1:8000"},  # a page on another local port
+        {"Origin": "null"},
+    ],
+)
+def test_requests_from_web_pages_are_403_before_the_body_is_read(headers: dict[str, str]) -> None:
+    """DNS rebinding makes a page "same-origin" with the receiver; its ``Host`` (or its
+    ``Origin``) still says it is no exporter. Nothing of the body is produced."""
+
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        body = export(span(1)).SerializeToString()
+        code, answer, _ = await post(session, url, body, "application/json", **headers)
+        assert code == 403, answer
+        assert "exporter" in status_of(answer, "application/json").message or (
+            "TRACEWATCH_OTLP_ALLOWED_HOSTS" in status_of(answer, "application/json").message
+        )
+
+    receiver = against_receiver(call)
+    assert receiver.counters.refused == 1 and receiver.counters.spans == 0
+
+
+def test_a_configured_host_name_is_served() -> None:
+    async def call(session: aiohttp.ClientSession, url: str) -> None:
+        port = url.split(":")[2].split("/")[0]
+        code, _, _ = await post(
+            session, url, b"{", "application/json", Host=f"otlp.internal:{port}"
+        )
+        assert code == 400  # past the door: the body is read and refused as a body
+
+    receiver = against_receiver(call, allowed_hosts=("otlp.internal",))
+    assert receiver.counters.refused == 0
+
+
+def test_a_wildcard_bind_without_names_checks_no_host() -> None:
+    """Bound to every interface, remote exporters use names the receiver cannot know."""
+    from tracewatch.otlp.receiver import _served_hosts
+
+    assert _served_hosts(OtlpSettings(host="0.0.0.0"), 4318) is None
+    named = _served_hosts(OtlpSettings(host="0.0.0.0", allowed_hosts=("otlp.internal",)), 4318)
+    assert named is not None and "otlp.internal:4318" in named and "127.0.0.1:4318" in named
+    local = _served_hosts(OtlpSettings(), 4318)
+    assert local is not None and "localhost:4318" in local and "0.0.0.0:4318" not in local
+
+
 def test_unsupported_content_type_is_415() -> None:
     async def call(session: aiohttp.ClientSession, url: str) -> None:
         code, body, _ = await post(session, url, b"hello", "text/plain")

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -66,6 +67,7 @@ from tracewatch.otlp.mapping import (
 )
 from tracewatch.schemas.validation import DEFAULT_MAX_MESSAGE_BYTES
 from tracewatch.sdk.producer import TraceProducer
+from tracewatch.streams.web_access import allowed_hosts, check_host
 
 __all__ = ["OtlpReceiver", "ReceiverCounters", "run_receiver"]
 
@@ -84,6 +86,8 @@ class ReceiverCounters:
     requests: int = 0
     #: requests answered 429 because the memory budget stayed full
     throttled: int = 0
+    #: requests answered 403: a foreign ``Host`` or an ``Origin`` (a web page, not an exporter)
+    refused: int = 0
     spans: int = 0
     events: int = 0
     rejected: int = 0
@@ -112,6 +116,8 @@ class OtlpReceiver:
         self.budget = InflightBudget(otlp.max_inflight_bytes)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        #: the ``Host`` values served (known once listening); None: not checked
+        self._hosts: frozenset[str] | None = None
 
     def app(self) -> web.Application:
         application = web.Application(client_max_size=self.settings.max_body_bytes)
@@ -136,6 +142,7 @@ class OtlpReceiver:
         self._runner = runner
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.settings.port
+        self._hosts = _served_hosts(self.settings, self.port)
         return f"http://{self.settings.host}:{self.port}{TRACES_PATH}"
 
     async def stop(self) -> None:
@@ -151,6 +158,10 @@ class OtlpReceiver:
 
     async def _export(self, request: web.Request) -> web.Response:
         self.counters.requests += 1
+        refused = self._foreign(request)
+        if refused is not None:
+            self.counters.refused += 1
+            return _status(403, code_pb2.PERMISSION_DENIED, refused, JSON)
         if request.content_type not in (PROTOBUF, JSON):
             return _status(
                 415,
@@ -180,6 +191,27 @@ class OtlpReceiver:
             return await self._read_and_accept(request, encoding, compression, limit)
         finally:
             self.budget.release(reserved)
+
+    def _foreign(self, request: web.Request) -> str | None:
+        """Why a request that did not come from an exporter is refused, if it did not.
+
+        Exporters send neither a foreign ``Host`` nor an ``Origin``. A web page does: on
+        a DNS name it points at 127.0.0.1 its own ``Host``, and always its ``Origin`` (the
+        receiver answers no CORS preflight, so a browser exporter cannot use it anyway).
+        """
+        if "Origin" in request.headers:
+            return (
+                f"requests from web pages are refused (Origin: {request.headers['Origin']!r}); "
+                "send spans from an OpenTelemetry exporter or collector"
+            )
+        host = request.headers.get("Host")
+        if self._hosts is not None and check_host(host, self._hosts) is not None:
+            return (
+                f"Host {host!r} is not an address this receiver serves "
+                f"({', '.join(sorted(self._hosts))}); add the name exporters use to "
+                "TRACEWATCH_OTLP_ALLOWED_HOSTS"
+            )
+        return None
 
     async def _read_and_accept(
         self, request: web.Request, encoding: str, compression: str, limit: int
@@ -249,6 +281,18 @@ def _parse(
     if encoding == PROTOBUF:
         return parse_protobuf_request(body)
     return parse_json_request(body, problems)
+
+
+def _served_hosts(settings: OtlpSettings, port: int) -> frozenset[str] | None:
+    """The ``Host`` values to accept; None (no check) for a wildcard bind with no names
+    configured: remote exporters reach it by names the receiver cannot know."""
+    try:
+        wildcard = ipaddress.ip_address(settings.host.strip("[]")).is_unspecified
+    except ValueError:
+        wildcard = settings.host == ""
+    if wildcard and not settings.allowed_hosts:
+        return None
+    return allowed_hosts(settings.host, port, settings.allowed_hosts)
 
 
 def _summary(messages: list[str]) -> str:
