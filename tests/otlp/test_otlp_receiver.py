@@ -53,12 +53,21 @@ def span(span_id: int, **attributes: Any) -> Span:
 Call = Callable[[aiohttp.ClientSession, str], Awaitable[None]]
 
 
-def against_receiver(call: Call, **settings: Any) -> OtlpReceiver:
-    """Start a receiver on a free port, run ``call(session, url)``, stop it."""
-    otlp = OtlpSettings(port=0, flush_timeout_s=1.0, **settings)
+def make_receiver(**settings: Any) -> OtlpReceiver:
+    """A receiver on a free port whose producer reaches no broker."""
+    otlp = OtlpSettings(**{"port": 0, "flush_timeout_s": 1.0, **settings})
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # nothing listens on port 1
     quiet = {"message.timeout.ms": 1000, "log_level": 0}  # no connection-refused noise
-    receiver = OtlpReceiver(otlp, kafka, producer_config=quiet)
+    return OtlpReceiver(otlp, kafka, producer_config=quiet)
+
+
+def against_receiver(call: Call, **settings: Any) -> OtlpReceiver:
+    """Start a receiver on a free port, run ``call(session, url)``, stop it."""
+    return run_against(make_receiver(**settings), call)
+
+
+def run_against(receiver: OtlpReceiver, call: Call) -> OtlpReceiver:
+    """Start ``receiver``, run ``call(session, url)``, stop it."""
 
     async def main() -> None:
         url = await receiver.start()
@@ -313,18 +322,8 @@ def test_requests_over_the_memory_budget_wait_then_get_429_with_retry_after() ->
         code, _, _ = await post(session, url, body, PROTOBUF)  # the budget is free again
         assert code == 200
 
-    otlp = OtlpSettings(port=0, max_inflight_bytes=len(body), inflight_wait_s=0.2)
-    kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1")
-    quiet = {"message.timeout.ms": 1000, "log_level": 0}
-    receiver = OtlpReceiver(otlp, kafka, producer_config=quiet)
-
-    async def main() -> None:
-        url = await receiver.start()
-        try:
-            async with aiohttp.ClientSession() as session:
-                await call(session, url)
-        finally:
-            await receiver.stop()
-
-    asyncio.run(main())
+    receiver = make_receiver(
+        max_inflight_bytes=len(body), inflight_wait_s=0.2, flush_timeout_s=10.0
+    )
+    run_against(receiver, call)
     assert receiver.counters.throttled == 1
