@@ -62,20 +62,32 @@ def kafka_bootstrap() -> Iterator[str]:
         subprocess.run(["bash", str(KAFKA_INFRA / "stop.sh")], env=env, capture_output=True)
 
 
-@pytest.fixture
-def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
-    """Topics and group of this test alone, so tests never see each other's messages."""
-    prefix = f"it-{uuid.uuid4().hex[:10]}"
+def unique_kafka_settings(bootstrap: str, partitions: int = 4, name: str = "it") -> KafkaSettings:
+    """Topics and group of one test (or module) alone, so tests never see each other's
+    messages."""
+    prefix = f"{name}-{uuid.uuid4().hex[:10]}"
     return KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
+        bootstrap_servers=bootstrap,
         events_topic=f"{prefix}.events",
         alerts_topic=f"{prefix}.alerts",
         breakers_topic=f"{prefix}.breakers",
         dlq_topic=f"{prefix}.dlq",
         stats_topic=f"{prefix}.stats",
         consumer_group=f"{prefix}-worker",
-        events_partitions=4,
+        events_partitions=partitions,
     )
+
+
+@pytest.fixture(scope="session")
+def new_kafka_settings() -> Callable[..., KafkaSettings]:
+    """``unique_kafka_settings`` for module fixtures and private brokers."""
+    return unique_kafka_settings
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
+    """Topics and group of this test alone (4 partitions on the shared broker)."""
+    return unique_kafka_settings(kafka_bootstrap)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import math
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -113,19 +112,14 @@ def outage(
 
 
 def test_broker_stop_and_kill_lose_no_acknowledged_event(
-    private_kafka: Any, tmp_path: Path, free_port: int, make_worker: Any, make_sender: Any
+    private_kafka: Any,
+    tmp_path: Path,
+    free_port: int,
+    make_worker: Any,
+    make_sender: Any,
+    new_kafka_settings: Any,
 ) -> None:
-    prefix = f"br-{uuid.uuid4().hex[:10]}"
-    kafka = KafkaSettings(
-        bootstrap_servers=private_kafka.bootstrap,
-        events_topic=f"{prefix}.events",
-        alerts_topic=f"{prefix}.alerts",
-        breakers_topic=f"{prefix}.breakers",
-        dlq_topic=f"{prefix}.dlq",
-        stats_topic=f"{prefix}.stats",
-        consumer_group=f"{prefix}-worker",
-        events_partitions=3,
-    )
+    kafka = new_kafka_settings(private_kafka.bootstrap, 3, "br")
     ensure_topics(kafka)
     t0 = math.floor(time.time() / 60) * 60 - 3 * 3600  # recent enough for the events TTL
     events = DemoTraffic(seed=23).take(t0, N_MAX, rate_per_s=RATE_PER_S)

@@ -92,20 +92,13 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+    new_kafka_settings: Any,
 ) -> Iterator[Running]:
     shared = integration_conftest(request.config)
-    prefix = f"qsec-{uuid.uuid4().hex[:10]}"
-    kafka = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        events_topic=f"{prefix}.events",
-        alerts_topic=f"{prefix}.alerts",
-        breakers_topic=f"{prefix}.breakers",
-        dlq_topic=f"{prefix}.dlq",
-        stats_topic=f"{prefix}.stats",
-        consumer_group=f"{prefix}-worker",
-        events_partitions=2,
-    )
+    kafka = new_kafka_settings(kafka_bootstrap, 2, "qsec")
     ensure_topics(kafka)
     home = tmp_path_factory.mktemp("query-security")
     worker = shared.WorkerProcess(

@@ -35,7 +35,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tracewatch.config import KafkaSettings
 from tracewatch.streams.worker_token import read_token
 
 WorkerProcess = Any  # tests/integration/conftest.py's, reached through its fixtures
@@ -62,19 +61,12 @@ def worker_token(home: Path) -> str | None:
 
 @pytest.fixture(scope="module")
 def worker(
-    kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory, make_module_worker: Any
+    kafka_bootstrap: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    make_module_worker: Any,
+    new_kafka_settings: Any,
 ) -> Iterator[WorkerProcess]:
-    prefix = f"it-{uuid.uuid4().hex[:10]}"
-    kafka = KafkaSettings(
-        bootstrap_servers=kafka_bootstrap,
-        events_topic=f"{prefix}.events",
-        alerts_topic=f"{prefix}.alerts",
-        breakers_topic=f"{prefix}.breakers",
-        dlq_topic=f"{prefix}.dlq",
-        stats_topic=f"{prefix}.stats",
-        consumer_group=f"{prefix}-worker",
-        events_partitions=2,
-    )
+    kafka = new_kafka_settings(kafka_bootstrap, 2)
     process = make_module_worker(kafka, tmp_path_factory.mktemp("web-access"), unused_port())
     process.start()
     process.wait_for(lambda s: s.get("ingest_alive") is True, timeout=120)
